@@ -1,0 +1,83 @@
+//! `offload-master archive …`
+
+use std::io::{BufReader, BufWriter, Write};
+
+use anyhow::Context;
+use offload_core::export::Limits;
+use offload_core::nar::NarReader;
+use offload_core::store_path::StoreDir;
+use offload_files::{acl_file, dump, export_dir, import_dir, key_file, paths, restore};
+
+use super::{ArchiveCommand, EXIT_INVALID};
+
+/// Buffer between our codecs and the standard streams.
+const STDIO_BUF: usize = 1 << 20;
+
+#[allow(clippy::print_stderr)]
+fn complain(msg: std::fmt::Arguments<'_>) {
+    eprintln!("offload-master: {msg}");
+}
+
+pub(super) fn run(cmd: ArchiveCommand) -> anyhow::Result<u8> {
+    let stdout = std::io::stdout().lock();
+    let stdin = BufReader::with_capacity(STDIO_BUF, std::io::stdin().lock());
+    match cmd {
+        ArchiveCommand::Dump { path } => {
+            let out = dump::dump_path(&path, BufWriter::with_capacity(STDIO_BUF, stdout))?;
+            out.into_inner().map_err(|e| e.into_error())?.flush()?;
+        }
+        ArchiveCommand::Restore { dir } => {
+            let mut nar = NarReader::new(stdin, Default::default());
+            restore::restore_atomically(&mut nar, &dir)?;
+        }
+        ArchiveCommand::Export { key, store_dir, paths: items } => {
+            let key_path = key.unwrap_or_else(paths::default_secret_key);
+            let key = key_file::load_secret(&key_path)?;
+            let store_dir = StoreDir::new(&store_dir)?;
+            let written = export_dir::export_paths(&items, &store_dir, &key, BufWriter::with_capacity(STDIO_BUF, stdout))?;
+            tracing::info!(items = written.len(), "exported");
+        }
+        ArchiveCommand::Verify { acl } => {
+            let acl = acl_file::load(&acl.unwrap_or_else(paths::default_acl))?;
+            let mut out = BufWriter::new(stdout);
+            let mut reader = offload_core::export::ExportReader::new(stdin, Limits::default());
+            let mut all_valid = true;
+            while let Some(mut item) = reader.next_item()? {
+                while item.nar().next()?.is_some() {}
+                let trailer = item.finish()?;
+                let check = offload_core::export::check_item(&trailer, &acl);
+                all_valid &= check.is_valid();
+                let signer = check.signer.as_ref().map_or_else(|| "-".to_owned(), |k| k.fingerprint());
+                writeln!(out, "{}\t{}\t{}", check.word(), trailer.path, signer)?;
+            }
+            out.flush()?;
+            if !all_valid {
+                return Ok(EXIT_INVALID);
+            }
+        }
+        ArchiveCommand::Import { acl, to, store_dir } => {
+            let acl = acl_file::load(&acl.unwrap_or_else(paths::default_acl))?;
+            let store_dir = store_dir.as_deref().map(StoreDir::new).transpose()?;
+            std::fs::create_dir_all(&to).with_context(|| format!("creating {}", to.display()))?;
+            let mut outcomes = Vec::new();
+            let result = import_dir::import_stream(stdin, &to, store_dir.as_ref(), &acl, Limits::default(), &mut outcomes);
+            let mut out = BufWriter::new(stdout);
+            let mut rejected = false;
+            for outcome in &outcomes {
+                match &outcome.result {
+                    Ok(_) => writeln!(out, "{}", outcome.path)?,
+                    Err(why) => {
+                        rejected = true;
+                        complain(format_args!("rejected {}: {why}", outcome.path));
+                    }
+                }
+            }
+            out.flush()?;
+            result?;
+            if rejected {
+                return Ok(EXIT_INVALID);
+            }
+        }
+    }
+    Ok(0)
+}

@@ -1,0 +1,144 @@
+//! The command line: argument definitions and dispatch.
+
+mod archive;
+mod key;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Exit status for a command that ran but found something invalid
+/// (a bad signature, a rejected item).
+pub const EXIT_INVALID: u8 = 1;
+
+/// offload-master: offload Guix and Nix builds to the machines on your LAN.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Guix-compatible signing keys and the ACL (`guix archive --generate-key/--authorize`).
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// NARs and signed Guix export streams.
+    #[command(subcommand)]
+    Archive(ArchiveCommand),
+}
+
+/// `offload-master key …`
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Generate a key pair in Guix's format: DIR/signing-key.sec (0400) and DIR/signing-key.pub (0444).
+    ///
+    /// Refuses to overwrite an existing pair. The key is ECDSA over Ed25519,
+    /// exactly what `guix archive --generate-key` makes.
+    Generate {
+        /// Directory for the key pair [default: $GUIX_CONFIGURATION_DIRECTORY or /etc/guix].
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Print the public key (to paste into another machine's `key authorize`).
+    Show {
+        /// Directory holding signing-key.pub [default: $GUIX_CONFIGURATION_DIRECTORY or /etc/guix].
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Print only the key's fingerprint (as agents advertise it).
+        #[arg(long)]
+        fingerprint: bool,
+    },
+    /// Authorize the public key read on stdin: prepend it to the ACL, atomically.
+    ///
+    /// Example: `offload-master key show | ssh build1 offload-master key authorize`
+    Authorize {
+        /// The ACL file [default: $GUIX_CONFIGURATION_DIRECTORY/acl or /etc/guix/acl].
+        #[arg(long)]
+        acl: Option<PathBuf>,
+    },
+    /// Sign a SHA-256 hash and print the signature s-expression exactly as libgcrypt would.
+    Sign {
+        /// The secret key file (must be inaccessible to group and others).
+        #[arg(long)]
+        key: PathBuf,
+        /// The hash to sign: 64 hex digits.
+        #[arg(long)]
+        hash: String,
+    },
+    /// Check a signature file: prints `valid` and exits 0 only if it is valid,
+    /// made by a key in the ACL, over exactly HASH.
+    Verify {
+        /// The ACL file.
+        #[arg(long)]
+        acl: PathBuf,
+        /// The expected hash: 64 hex digits.
+        #[arg(long)]
+        hash: String,
+        /// The signature s-expression file.
+        signature_file: PathBuf,
+    },
+}
+
+/// `offload-master archive …`
+#[derive(Debug, Subcommand)]
+pub enum ArchiveCommand {
+    /// Write the NAR of PATH to stdout (like `nix-store --dump`).
+    Dump {
+        /// A file, symlink or directory.
+        path: PathBuf,
+    },
+    /// Restore a NAR from stdin to DIR (which must not exist), canonicalised
+    /// as Guix does: modes 0444/0555, mtime 1. Nothing is left on error.
+    Restore {
+        /// Where to restore.
+        dir: PathBuf,
+    },
+    /// Write a signed export stream of store items (directory entries named
+    /// HASH-NAME) to stdout, dependencies first.
+    ///
+    /// References are found by scanning each item for the hashes of the
+    /// entries in the same directory.
+    Export {
+        /// The secret key to sign with [default: $GUIX_CONFIGURATION_DIRECTORY/signing-key.sec].
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// The logical store directory recorded in the stream.
+        #[arg(long, default_value = "/gnu/store")]
+        store_dir: String,
+        /// The items to export.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// Check each item of an export stream on stdin and list it as
+    /// `VERDICT<TAB>PATH<TAB>SIGNER`; exits 0 only if every item is valid.
+    Verify {
+        /// The ACL file [default: $GUIX_CONFIGURATION_DIRECTORY/acl].
+        #[arg(long)]
+        acl: Option<PathBuf>,
+    },
+    /// Import the verified items of an export stream on stdin into DIR;
+    /// prints each imported path. Nothing of an item that fails is kept.
+    Import {
+        /// The ACL file [default: $GUIX_CONFIGURATION_DIRECTORY/acl].
+        #[arg(long)]
+        acl: Option<PathBuf>,
+        /// The directory to import into (created if missing).
+        #[arg(long)]
+        to: PathBuf,
+        /// Accept only items of this logical store directory.
+        #[arg(long)]
+        store_dir: Option<String>,
+    },
+}
+
+/// Run a parsed command line; returns the process exit status.
+pub fn run(cli: Cli) -> anyhow::Result<u8> {
+    match cli.command {
+        Command::Key(cmd) => key::run(cmd),
+        Command::Archive(cmd) => archive::run(cmd),
+    }
+}

@@ -1,0 +1,13 @@
+//! offload-master: the daemon host's side of offload.
+//!
+//! What it is (today): the operator commands for Guix-compatible keys, the
+//! ACL and signed archives, and a self-check against the host's real Guile
+//! and libgcrypt. Later: the `hook` front ends, the machine pool, the
+//! scheduler and `serve`.
+//!
+//! `main.rs` only parses the command line and installs logging; everything
+//! runs from here so tests can drive it in-process.
+
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+pub mod cli;

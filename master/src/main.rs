@@ -1,0 +1,41 @@
+//! The `offload-master` binary: parse the command line, set up logging on
+//! stderr, and hand over to the library.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use offload_master::cli::{self, Cli};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    match cli::run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            #[allow(clippy::print_stderr)]
+            {
+                eprintln!("offload-master: error: {}", error_chain(&e));
+            }
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// The error and its causes, skipping causes already spelled out in the
+/// message above them.
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut text = e.to_string();
+    for cause in e.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
+}

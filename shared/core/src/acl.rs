@@ -1,0 +1,98 @@
+//! The Guix ACL, `/etc/guix/acl` (spec §12).
+//!
+//! ```text
+//! acl   := (acl entry*)
+//! entry := (entry PUBLIC-KEY (tag (guix import)))
+//! ```
+//!
+//! Parsing is strict, as in Guix: any other shape makes the whole ACL
+//! invalid. Membership is structural equality of the parsed key
+//! s-expression. The file is a trust decision, so entries are kept exactly
+//! as read; keys Guix cannot use (EdDSA, unknown algorithms) are kept too
+//! and simply never match a valid signature.
+
+use crate::keys::PublicKey;
+use crate::sexp::{self, Sexp};
+
+/// Why an ACL could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Not an s-expression.
+    #[error("invalid access-control list: {0}")]
+    Sexp(#[from] sexp::Error),
+    /// Valid s-expression, wrong shape; `index` counts entries from 0.
+    #[error("invalid access-control list: {0}")]
+    Shape(String),
+}
+
+/// An access-control list of public keys authorized to sign imports.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Acl {
+    keys: Vec<Sexp>,
+}
+
+impl Acl {
+    /// Parse ACL text.
+    pub fn parse(text: &[u8]) -> Result<Self, Error> {
+        let sexp = Sexp::parse(text)?;
+        let Some([tag, entries @ ..]) = sexp.as_list() else {
+            return Err(Error::Shape("empty list".into()));
+        };
+        if tag.as_atom() != Some(b"acl") {
+            return Err(Error::Shape("the list must start with `acl`".into()));
+        }
+        let keys = entries
+            .iter()
+            .enumerate()
+            .map(|(i, entry)| parse_entry(entry).ok_or_else(|| Error::Shape(format!("entry {} is not (entry (public-key …) (tag (guix import)))", i + 1))))
+            .collect::<Result<_, _>>()?;
+        Ok(Self { keys })
+    }
+
+    /// The ACL text as libgcrypt prints it.
+    pub fn to_advanced(&self) -> Vec<u8> {
+        let entries = self.keys.iter().map(|key| {
+            Sexp::tagged(
+                "entry",
+                [key.clone(), Sexp::tagged("tag", [Sexp::tagged("guix", [Sexp::atom("import")])])],
+            )
+        });
+        Sexp::tagged("acl", entries).to_advanced()
+    }
+
+    /// Whether `key` (a `(public-key …)` s-expression) is authorized.
+    pub fn contains(&self, key: &Sexp) -> bool {
+        self.keys.contains(key)
+    }
+
+    /// Authorize `key` by prepending it, as `guix archive --authorize` does.
+    /// Returns false (and changes nothing) when it is already present.
+    pub fn authorize(&mut self, key: &PublicKey) -> bool {
+        if self.contains(key.sexp()) {
+            return false;
+        }
+        self.keys.insert(0, key.sexp().clone());
+        true
+    }
+
+    /// The authorized keys' s-expressions, in file order.
+    pub fn keys(&self) -> &[Sexp] {
+        &self.keys
+    }
+
+    /// Whether a key with this fingerprint is authorized.
+    pub fn contains_fingerprint(&self, fingerprint: &str) -> bool {
+        self.keys.iter().any(|key| {
+            PublicKey::from_sexp(key.clone()).is_ok_and(|k| k.fingerprint() == fingerprint)
+        })
+    }
+}
+
+fn parse_entry(entry: &Sexp) -> Option<Sexp> {
+    let [tag, key, acl_tag] = entry.as_list()? else {
+        return None;
+    };
+    let import = Sexp::tagged("tag", [Sexp::tagged("guix", [Sexp::atom("import")])]);
+    (tag.as_atom() == Some(b"entry") && key.tag() == Some(b"public-key") && *acl_tag == import)
+        .then(|| key.clone())
+}

@@ -1,0 +1,56 @@
+//! Recovering the affine x coordinate of an edwards25519 point.
+//!
+//! curve25519-dalek does not expose affine x, so we solve
+//! x² = (y² − 1)/(d·y² + 1) mod p from the compressed encoding (y and the
+//! sign of x), spec §8.
+
+use std::sync::OnceLock;
+
+use curve25519_dalek::edwards::EdwardsPoint;
+use num_bigint::BigUint;
+use num_traits::{One, Zero};
+
+struct Consts {
+    p: BigUint,
+    d: BigUint,
+    sqrt_m1: BigUint,
+    sqrt_exp: BigUint,
+    inv_exp: BigUint,
+}
+
+fn consts() -> &'static Consts {
+    static CONSTS: OnceLock<Consts> = OnceLock::new();
+    CONSTS.get_or_init(|| {
+        let p = (BigUint::one() << 255u32) - BigUint::from(19u32);
+        let inv_exp = &p - BigUint::from(2u32);
+        // d = −121665 / 121666 mod p
+        let inv = BigUint::from(121_666u32).modpow(&inv_exp, &p);
+        let d = (&p - BigUint::from(121_665u32)) * inv % &p;
+        let sqrt_m1 = BigUint::from(2u32).modpow(&((&p - BigUint::one()) >> 2u32), &p);
+        let sqrt_exp = (&p + BigUint::from(3u32)) >> 3u32;
+        Consts { p, d, sqrt_m1, sqrt_exp, inv_exp }
+    })
+}
+
+/// The affine x coordinate of `point`, as a little-endian 32-byte integer below p.
+pub(super) fn affine_x(point: &EdwardsPoint) -> BigUint {
+    let c = consts();
+    let mut enc = point.compress().to_bytes();
+    let sign = enc[31] >> 7;
+    enc[31] &= 0x7f;
+    let y = BigUint::from_bytes_le(&enc);
+    let y2 = &y * &y % &c.p;
+    let u = (&y2 + &c.p - BigUint::one()) % &c.p;
+    let v = (&c.d * &y2 + BigUint::one()) % &c.p;
+    let x2 = u * v.modpow(&c.inv_exp, &c.p) % &c.p;
+    let mut x = x2.modpow(&c.sqrt_exp, &c.p);
+    if &x * &x % &c.p != x2 {
+        x = x * &c.sqrt_m1 % &c.p;
+    }
+    // A point from dalek is on the curve, so x² = x2 now holds.
+    let parity = if x.bit(0) { 1 } else { 0 };
+    if parity != sign && !x.is_zero() {
+        x = &c.p - x;
+    }
+    x
+}

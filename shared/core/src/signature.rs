@@ -1,0 +1,160 @@
+//! The Guix signature s-expression and its verification (spec §6).
+//!
+//! ```text
+//! (signature (data (flags rfc6979|pkcs1) (hash sha256 #H#))
+//!            (sig-val (ecdsa (r #R#) (s #S#)) | (rsa (s #S#)))
+//!            (public-key …))
+//! ```
+//!
+//! Verification follows Guix's `signature-status`, in this order: missing
+//! parts → [`Verdict::Corrupt`]; public key not structurally in the ACL →
+//! [`Verdict::Unauthorized`]; signed hash ≠ expected hash →
+//! [`Verdict::HashMismatch`]; cryptographic check fails →
+//! [`Verdict::Invalid`]. The hash comparison matters: ECDSA here covers only
+//! the top 253 bits of H.
+
+use std::fmt;
+
+use crate::acl::Acl;
+use crate::keys::{PublicKey, SecretKey};
+use crate::sexp::Sexp;
+
+/// The largest signature text accepted (an RSA-16384 signature is ~5 KiB).
+pub const MAX_SIGNATURE_LEN: usize = 64 << 10;
+
+/// The outcome of checking a signature against an ACL and an expected hash.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Signed by an authorized key over exactly the expected hash.
+    Valid,
+    /// The signing key is not in the ACL.
+    Unauthorized,
+    /// The signature covers a different hash than the content.
+    HashMismatch,
+    /// The cryptographic check failed.
+    Invalid,
+    /// The signature text is malformed or lacks parts.
+    Corrupt,
+}
+
+impl Verdict {
+    /// The lowercase word used in listings (`valid`, `hash-mismatch`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Valid => "valid",
+            Self::Unauthorized => "unauthorized",
+            Self::HashMismatch => "hash-mismatch",
+            Self::Invalid => "invalid",
+            Self::Corrupt => "corrupt",
+        }
+    }
+
+    /// What the verdict means, for error messages.
+    pub fn explain(self) -> &'static str {
+        match self {
+            Self::Valid => "valid signature",
+            Self::Unauthorized => "the signing key is not in the ACL (authorize it with `offload-master key authorize`)",
+            Self::HashMismatch => "the signed hash does not match the content (corrupt or tampered archive)",
+            Self::Invalid => "invalid signature",
+            Self::Corrupt => "corrupt signature data",
+        }
+    }
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A parsed signature s-expression.
+#[derive(Clone, Debug)]
+pub struct Signature {
+    sexp: Sexp,
+}
+
+/// The result of [`Signature::check`]: the verdict and, when the signature
+/// named one, its key.
+#[derive(Clone, Debug)]
+pub struct Checked {
+    /// The verdict.
+    pub verdict: Verdict,
+    /// The signer's key, when the signature carries a readable one.
+    pub signer: Option<PublicKey>,
+}
+
+impl Signature {
+    /// Parse signature text. Anything that is not an s-expression is `None`
+    /// (the caller reports [`Verdict::Corrupt`]).
+    pub fn parse(text: &[u8]) -> Option<Self> {
+        if text.len() > MAX_SIGNATURE_LEN {
+            return None;
+        }
+        Sexp::parse(text).ok().map(|sexp| Self { sexp })
+    }
+
+    /// Sign `hash` with `key` as Guix's `signature-sexp` does.
+    pub fn create(key: &SecretKey, hash: &[u8]) -> Result<Self, crate::keys::Error> {
+        let public = key.public_key();
+        let data = hash_data(public, hash);
+        let sig_val = key.sign(hash)?;
+        Ok(Self {
+            sexp: Sexp::tagged("signature", [data, sig_val, public.sexp().clone()]),
+        })
+    }
+
+    /// The text libgcrypt prints for this signature (advanced format).
+    pub fn to_advanced(&self) -> Vec<u8> {
+        self.sexp.to_advanced()
+    }
+
+    /// The signer's public key, if the signature names a readable one.
+    pub fn signer(&self) -> Option<PublicKey> {
+        PublicKey::from_sexp(self.sexp.find_token("public-key")?.clone()).ok()
+    }
+
+    /// The hash value inside `(data … (hash ALGO VALUE))`.
+    pub fn signed_hash(&self) -> Option<&[u8]> {
+        match self.sexp.find_token("data")?.child("hash")? {
+            [_algo, value] => value.as_atom(),
+            _ => None,
+        }
+    }
+
+    /// Check the signature as Guix does (see the module documentation).
+    pub fn check(&self, acl: &Acl, expected_hash: &[u8]) -> Checked {
+        let subject = self.sexp.find_token("public-key");
+        let signed_hash = self.signed_hash();
+        let (Some(subject), Some(signed_hash)) = (subject, signed_hash) else {
+            return Checked { verdict: Verdict::Corrupt, signer: None };
+        };
+        let signer = PublicKey::from_sexp(subject.clone()).ok();
+        let verdict = if !acl.contains(subject) {
+            Verdict::Unauthorized
+        } else if signed_hash != expected_hash {
+            Verdict::HashMismatch
+        } else {
+            match (&signer, self.sexp.find_token("sig-val")) {
+                (Some(key), Some(sig_val)) => match key.verify(sig_val, signed_hash) {
+                    Ok(true) => Verdict::Valid,
+                    Ok(false) => Verdict::Invalid,
+                    Err(_) => Verdict::Corrupt,
+                },
+                _ => Verdict::Corrupt,
+            }
+        };
+        Checked { verdict, signer }
+    }
+}
+
+/// `(data (flags rfc6979|pkcs1) (hash sha256 #H#))`, guile-gcrypt's
+/// `bytevector->hash-data` for SHA-256.
+pub fn hash_data(key: &PublicKey, hash: &[u8]) -> Sexp {
+    Sexp::tagged(
+        "data",
+        [
+            Sexp::tagged("flags", [Sexp::atom(key.data_flag())]),
+            Sexp::tagged("hash", [Sexp::atom("sha256"), Sexp::atom(hash)]),
+        ],
+    )
+}

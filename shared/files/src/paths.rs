@@ -1,0 +1,24 @@
+//! Default locations, honouring Guix's environment variables. Every
+//! environment variable this crate reads is named here.
+
+use std::path::PathBuf;
+
+/// Guix's configuration directory variable.
+pub const GUIX_CONFIGURATION_DIRECTORY: &str = "GUIX_CONFIGURATION_DIRECTORY";
+
+/// `$GUIX_CONFIGURATION_DIRECTORY`, or `/etc/guix`.
+pub fn guix_config_dir() -> PathBuf {
+    std::env::var_os(GUIX_CONFIGURATION_DIRECTORY)
+        .filter(|v| !v.is_empty())
+        .map_or_else(|| PathBuf::from("/etc/guix"), PathBuf::from)
+}
+
+/// The ACL file: `<config dir>/acl`.
+pub fn default_acl() -> PathBuf {
+    guix_config_dir().join("acl")
+}
+
+/// The signing key: `<config dir>/signing-key.sec`.
+pub fn default_secret_key() -> PathBuf {
+    guix_config_dir().join("signing-key.sec")
+}
