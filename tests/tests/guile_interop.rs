@@ -191,13 +191,29 @@ fn key_authorize(acl: &Path, public_key: &[u8]) {
 }
 
 fn key_sign(secret_key: &Path, hash: &[u8; 32]) -> Vec<u8> {
-    run_ok(
+    try_key_sign(secret_key, hash).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// `key sign`: the signature text, or `Err` with the exit status and stderr.
+fn try_key_sign(secret_key: &Path, hash: &[u8; 32]) -> Result<Vec<u8>, String> {
+    let out = run_with_input(
         offload("offload-master")
             .args(["key", "sign", "--key"])
             .arg(secret_key)
             .args(["--hash", &hex(hash)]),
         b"",
-    )
+    );
+    if out.status.success() {
+        Ok(out.stdout)
+    } else {
+        Err(format!(
+            "`offload-master key sign --key {} --hash {}` failed ({}): {}",
+            secret_key.display(),
+            hex(hash),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
 }
 
 /// `key verify`: `Ok(())` if it accepts, `Err(stderr)` if it rejects; panics
@@ -402,7 +418,18 @@ fn offload_signatures_are_byte_identical_to_libgcrypt() {
     let theirs = guile.sign(&secret, &public, &hashes);
     let mut failures = Vec::new();
     for (i, (hash, expected)) in hashes.iter().zip(&theirs).enumerate() {
-        let ours = key_sign(&secret, hash);
+        let ours = match try_key_sign(&secret, hash) {
+            Ok(ours) => ours,
+            Err(e) => {
+                failures.push(format!(
+                    "#{i} H {}: {e}\nsecret key (libgcrypt-generated): {}\nlibgcrypt's signature: {}",
+                    hex(hash),
+                    show(&read(&secret)),
+                    show(expected)
+                ));
+                continue;
+            }
+        };
         if &ours != expected {
             failures.push(format!(
                 "#{i} H {}: {}\nsecret key: {}\nours:      {}\nlibgcrypt: {}",

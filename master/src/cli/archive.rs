@@ -1,6 +1,6 @@
 //! `offload-master archive …`
 
-use std::io::{BufReader, BufWriter, Write};
+use std::io::{BufReader, BufWriter, Read, Write};
 
 use anyhow::Context;
 use offload_core::export::Limits;
@@ -51,6 +51,10 @@ pub(super) fn run(cmd: ArchiveCommand) -> anyhow::Result<u8> {
                 writeln!(out, "{}\t{}\t{}", check.word(), trailer.path, signer)?;
             }
             out.flush()?;
+            let mut byte = [0u8; 1];
+            if reader.into_inner().read(&mut byte)? != 0 {
+                anyhow::bail!("trailing data after the end of the export stream");
+            }
             if !all_valid {
                 return Ok(EXIT_INVALID);
             }

@@ -150,6 +150,11 @@ impl<R: Read> ExportReader<R> {
     pub fn is_done(&self) -> bool {
         self.done
     }
+
+    /// The underlying reader, positioned after what has been consumed.
+    pub fn into_inner(self) -> R {
+        self.r.into_inner()
+    }
 }
 
 /// One item of an export stream: its NAR, then its trailer.

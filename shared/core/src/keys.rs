@@ -200,13 +200,14 @@ impl SecretKey {
         }
     }
 
-    /// Make a key in Guix's default shape from 64 random bytes.
-    pub fn from_random(bytes: &[u8; 64]) -> Option<Self> {
-        let d = ecdsa::SecretScalar::from_random(bytes)?;
-        Some(Self {
+    /// Make a key in Guix's default shape from 32 random bytes, with the
+    /// secret shaped as libgcrypt shapes it.
+    pub fn from_random(bytes: &[u8; 32]) -> Self {
+        let d = ecdsa::SecretScalar::from_random(bytes);
+        Self {
             public: ecc_public(&d.public_key()),
             secret: Some(d),
-        })
+        }
     }
 
     /// The matching public key (`signing-key.pub`).

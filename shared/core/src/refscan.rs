@@ -32,15 +32,24 @@ impl RefScanner {
         if self.wanted.is_empty() || data.is_empty() {
             return;
         }
-        if !self.tail.is_empty() {
-            // Windows that straddle the previous chunk and this one.
-            let mut seam = std::mem::take(&mut self.tail);
-            seam.extend_from_slice(&data[..data.len().min(HASH_LEN - 1)]);
-            self.scan(&seam);
+        // `joined` = the stream's last bytes before `data`, then the start of `data`.
+        let mut joined = std::mem::take(&mut self.tail);
+        let old = joined.len();
+        joined.extend_from_slice(&data[..data.len().min(HASH_LEN - 1)]);
+        if old > 0 {
+            // Windows that straddle the previous chunks and this one.
+            self.scan(&joined);
         }
         self.scan(data);
-        let keep = data.len().min(HASH_LEN - 1);
-        self.tail = data[data.len() - keep..].to_vec();
+        // Keep the stream's last HASH_LEN − 1 bytes for the next seam.
+        if data.len() >= HASH_LEN - 1 {
+            joined.clear();
+            joined.extend_from_slice(&data[data.len() - (HASH_LEN - 1)..]);
+        } else {
+            let start = joined.len() - (HASH_LEN - 1).min(joined.len());
+            joined.drain(..start);
+        }
+        self.tail = joined;
     }
 
     fn scan(&mut self, data: &[u8]) {

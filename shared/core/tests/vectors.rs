@@ -331,3 +331,31 @@ fn nix_export_reads_as_unsigned() {
     assert_eq!(export::check_item(&trailer, &ecc_acl()).word(), "unsigned");
     assert!(reader.next_item().unwrap().is_none());
 }
+
+/// libgcrypt shapes Ed25519-curve secrets like X25519 ones (bit 254 set),
+/// so d > n, and RFC 6979 hashes the unreduced d. Key and signature made
+/// by libgcrypt 1.10.1 through guile-gcrypt (`tests/guile_interop.rs`).
+#[test]
+fn libgcrypt_key_with_d_above_n_signs_identically() {
+    let sec = b"(private-key \n (ecc \n  (curve Ed25519)\n  (q #7C077E5ED66D61A55EB066E2CF2132F2C878D55D133BD0499C9B69E80E639946#)\n  (d #6B3EBD4F602BDEC1F77FF45009B6CBC5B3E732E31267BA7CC051CB74A43A9530#)\n  )\n )\n";
+    let key = SecretKey::parse(sec).unwrap();
+    assert_eq!(&key.to_advanced().unwrap()[..], sec, "d is printed unreduced");
+    let h = hex::decode(b"a56420a104661becbfeed24046113ff3e0503f7b33f5a449141c4e4a6d89cbb7").unwrap();
+    let sig = key.sign(&h).unwrap();
+    let body = sig.find_token("ecdsa").unwrap();
+    assert_eq!(hex::encode_upper(body.child_atom("r").unwrap()), "02626C104EEC5D66E23C2D066991BAD5FDE7C084A604A8B51CA0F72EACEF2726");
+    assert_eq!(hex::encode_upper(body.child_atom("s").unwrap()), "04020B87D4157C29E234A1ADFD4F4849C159E884816380CDFD6539A520EC4F00");
+}
+
+#[test]
+fn generated_keys_have_libgcrypts_shape() {
+    let key = SecretKey::from_random(&[0xff; 32]);
+    let text = key.to_advanced().unwrap();
+    let sexp = Sexp::parse(&text).unwrap();
+    let d = sexp.find_token("ecc").unwrap().child_atom("d").unwrap();
+    assert_eq!(d.len(), 32);
+    assert_eq!(d[0] & 0xc0, 0x40, "bit 254 set, bit 255 clear");
+    assert_eq!(d[31] & 0x07, 0, "low 3 bits clear");
+    let reparsed = SecretKey::parse(&text).unwrap();
+    assert_eq!(reparsed.public_key(), key.public_key());
+}

@@ -1,11 +1,13 @@
 //! Importing a signed export stream into a directory of store items.
 //!
 //! Each item is restored under a temporary name while its bytes are hashed,
-//! then its signature is checked against the ACL and the recomputed H; only
-//! a valid item is renamed to `DIR/<basename>`. An item that fails leaves
-//! nothing behind; a stream that breaks off mid-item leaves nothing of
-//! that item. References must be present in the directory or come earlier
-//! in the stream, as the daemon requires.
+//! then its signature is checked against the ACL and the recomputed H. An
+//! item that fails verification is deleted at once and reported; the others
+//! stay staged. Only when the whole stream has been read — end marker and
+//! nothing after it — are the staged items renamed to `DIR/<basename>`, in
+//! stream order. A malformed or truncated stream therefore restores
+//! nothing at all. References must be present in the directory or come
+//! earlier in the stream, as the daemon requires.
 
 use std::collections::HashSet;
 use std::fs;
@@ -28,6 +30,9 @@ pub enum Error {
     /// Writing into the directory failed.
     #[error(transparent)]
     Restore(#[from] restore::Error),
+    /// Bytes follow the end marker.
+    #[error("trailing data after the end of the export stream")]
+    Trailing,
 }
 
 /// What happened to one item.
@@ -43,9 +48,9 @@ pub struct Outcome {
 }
 
 /// Import every item of the stream `r` into `dir`. With `store_dir`, items
-/// must belong to that logical store directory. Returns one outcome per
-/// item; a malformed stream stops the import with an error (items before
-/// it stay imported: each was verified on its own).
+/// must belong to that logical store directory. Fills `outcomes` with one
+/// entry per item read; on a malformed stream returns the error and
+/// imports nothing (outcomes then describe the verification only).
 pub fn import_stream(
     r: impl Read,
     dir: &Path,
@@ -56,8 +61,46 @@ pub fn import_stream(
 ) -> Result<(), Error> {
     let mut reader = ExportReader::new(r, limits);
     let mut seen: HashSet<String> = HashSet::new();
+    let mut staged: Vec<(PathBuf, usize)> = Vec::new();
+    let result = stage_all(&mut reader, dir, store_dir, acl, &mut seen, &mut staged, outcomes);
+    let result = result.and_then(|()| {
+        let mut byte = [0u8; 1];
+        match reader.into_inner().read(&mut byte) {
+            Ok(0) => Ok(()),
+            Ok(_) => Err(Error::Trailing),
+            Err(e) => Err(Error::Stream(e.into())),
+        }
+    });
+    if let Err(e) = result {
+        for (pending, i) in staged {
+            let _ = atomic::remove_tree(&pending);
+            outcomes[i].result = Err("not imported: the stream is malformed".into());
+        }
+        return Err(e);
+    }
+    for (pending, i) in staged {
+        let dest = dir.join(outcomes[i].path.base());
+        let placed = place(&pending, &dest);
+        if !matches!(placed, Ok(true)) {
+            let _ = atomic::remove_tree(&pending);
+        }
+        outcomes[i].result = placed;
+    }
+    Ok(())
+}
+
+fn stage_all<R: Read>(
+    reader: &mut ExportReader<R>,
+    dir: &Path,
+    store_dir: Option<&StoreDir>,
+    acl: &Acl,
+    seen: &mut HashSet<String>,
+    staged: &mut Vec<(PathBuf, usize)>,
+    outcomes: &mut Vec<Outcome>,
+) -> Result<(), Error> {
     while let Some(mut item) = reader.next_item()? {
-        let pending = atomic::temp_sibling(&dir.join("item"), "import").map_err(|source| restore::Error::Io { path: dir.to_owned(), source })?;
+        let pending = atomic::temp_sibling(&dir.join("item"), "import")
+            .map_err(|source| restore::Error::Io { path: dir.to_owned(), source })?;
         let restored = restore::restore(item.nar(), &pending);
         let trailer = restored.map_err(Error::from).and_then(|()| item.finish().map_err(Error::from));
         let trailer = match trailer {
@@ -68,15 +111,17 @@ pub fn import_stream(
             }
         };
         let check = export::check_item(&trailer, acl);
-        let dest = dir.join(trailer.path.base());
-        let result = decide(&trailer, &check, store_dir, dir, &seen).and_then(|()| place(&pending, &dest));
-        if result.is_err() || result == Ok(false) {
-            let _ = atomic::remove_tree(&pending);
+        let result = decide(&trailer, &check, store_dir, dir, seen);
+        match result {
+            Ok(()) => {
+                seen.insert(trailer.path.base().to_owned());
+                staged.push((pending, outcomes.len()));
+            }
+            Err(_) => {
+                let _ = atomic::remove_tree(&pending);
+            }
         }
-        if result.is_ok() {
-            seen.insert(trailer.path.base().to_owned());
-        }
-        outcomes.push(Outcome { path: trailer.path, check, result });
+        outcomes.push(Outcome { path: trailer.path, check, result: result.map(|()| false) });
     }
     Ok(())
 }
@@ -109,7 +154,7 @@ fn decide(
 }
 
 /// Move a verified item into place; an existing item is left as it is.
-fn place(pending: &PathBuf, dest: &Path) -> Result<bool, String> {
+fn place(pending: &Path, dest: &Path) -> Result<bool, String> {
     if fs::symlink_metadata(dest).is_ok() {
         return Ok(false);
     }

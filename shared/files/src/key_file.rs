@@ -86,13 +86,9 @@ pub fn generate(dir: &Path) -> Result<PublicKey, Error> {
         return Err(Error::Exists(dir.to_owned()));
     }
     fs::create_dir_all(dir).map_err(|source| Error::Io { path: dir.to_owned(), source })?;
-    let key = loop {
-        let mut random = zeroize::Zeroizing::new([0u8; 64]);
-        getrandom::fill(&mut random[..]).map_err(|e| Error::Random(e.to_string()))?;
-        if let Some(key) = SecretKey::from_random(&random) {
-            break key;
-        }
-    };
+    let mut random = zeroize::Zeroizing::new([0u8; 32]);
+    getrandom::fill(&mut random[..]).map_err(|e| Error::Random(e.to_string()))?;
+    let key = SecretKey::from_random(&random);
     // ECC keys made here always print.
     let secret_text = key.to_advanced().ok_or_else(|| Error::Random("generated key cannot be printed".into()))?;
     atomic::write_file(&secret_path, &secret_text, 0o400).map_err(|source| Error::Io { path: secret_path.clone(), source })?;

@@ -3,7 +3,13 @@
 //! Domain: the Ed25519 curve −x² + y² = 1 + d·x²·y² over p = 2²⁵⁵ − 19, base
 //! point G with y = 4/5, order n = 2²⁵² + 27742317777372353535851937790883648493
 //! (253 bits). A public key is the 32-byte Ed25519 encoding of Q = d·G; the
-//! secret is the raw scalar d (no RFC 8032 seed, no clamping).
+//! secret is the integer d (no RFC 8032 seed expansion).
+//!
+//! libgcrypt generates d like an X25519 secret: 255 random bits with bit
+//! 254 set and the low 3 bits clear, so d is usually **larger than n** and
+//! is not reduced in the key file. Arithmetic uses d mod n, but RFC 6979
+//! hashes the raw 32-byte d (`int2octets(x)` of the unreduced value), so
+//! the raw value is kept for signing and printing.
 //!
 //! * e = the leftmost 253 bits of the hash (a right shift by 3 for SHA-256).
 //! * sign: k from RFC 6979 (HMAC-SHA-256), r = x(k·G) mod n,
@@ -42,44 +48,53 @@ pub enum Error {
     BadSecret,
 }
 
-/// A secret scalar d in [1, n−1]. Zeroized on drop.
+/// A secret d: the raw integer from the key file (below 2²⁵⁶) and d mod n,
+/// which must not be zero. Zeroized on drop.
 #[derive(Clone)]
-pub struct SecretScalar(Scalar);
+pub struct SecretScalar {
+    scalar: Scalar,
+    raw_be: Zeroizing<[u8; 32]>,
+}
 
 impl Drop for SecretScalar {
     fn drop(&mut self) {
-        self.0.zeroize();
+        self.scalar.zeroize();
     }
 }
 
 impl SecretScalar {
-    /// From a big-endian integer (as in a key file); must be in [1, n−1].
+    /// From a big-endian integer (as in a key file) of at most 32
+    /// significant bytes whose residue mod n is not zero.
     pub fn from_be(bytes: &[u8]) -> Result<Self, Error> {
         let le = Zeroizing::new(be_to_le32(bytes).ok_or(Error::BadSecret)?);
-        let scalar = Option::<Scalar>::from(Scalar::from_canonical_bytes(*le)).ok_or(Error::BadSecret)?;
+        let scalar = Scalar::from_bytes_mod_order(*le);
         if scalar == Scalar::ZERO {
             return Err(Error::BadSecret);
         }
-        Ok(Self(scalar))
+        let mut raw_be = Zeroizing::new(*le);
+        raw_be.reverse();
+        Ok(Self { scalar, raw_be })
     }
 
-    /// A uniformly distributed scalar from 64 random bytes; `None` in the
-    /// negligible case that it is zero.
-    pub fn from_random(bytes: &[u8; 64]) -> Option<Self> {
-        let scalar = Scalar::from_bytes_mod_order_wide(bytes);
-        (scalar != Scalar::ZERO).then_some(Self(scalar))
+    /// A new secret from 32 random bytes, shaped as libgcrypt shapes
+    /// Ed25519-curve secrets: bit 254 set, bits 255 and 0–2 clear.
+    pub fn from_random(bytes: &[u8; 32]) -> Self {
+        let mut be = Zeroizing::new(*bytes);
+        be[0] = (be[0] & 0x7f) | 0x40;
+        be[31] &= 0xf8;
+        // 2²⁵⁴ ≤ d < 2²⁵⁵ and 8 | d, so d is never a multiple of n (n is an
+        // odd prime and 8n > 2²⁵⁵): d mod n ≠ 0 and this cannot fail.
+        Self::from_be(&be[..]).expect("a clamped 255-bit secret is never 0 mod n")
     }
 
-    /// The scalar as 32 big-endian bytes, as Guix key files hold it.
+    /// The raw secret as 32 big-endian bytes, as the key file holds it.
     pub fn to_be(&self) -> Zeroizing<[u8; 32]> {
-        let mut out = Zeroizing::new(self.0.to_bytes());
-        out.reverse();
-        out
+        self.raw_be.clone()
     }
 
     /// The public key: the Ed25519 encoding of d·G.
     pub fn public_key(&self) -> [u8; PUBLIC_KEY_LEN] {
-        EdwardsPoint::mul_base(&self.0).compress().to_bytes()
+        EdwardsPoint::mul_base(&self.scalar).compress().to_bytes()
     }
 
     /// Sign the digest `hash` (its leftmost 253 bits) as libgcrypt does with
@@ -88,7 +103,7 @@ impl SecretScalar {
     pub fn sign(&self, hash: &[u8]) -> (Vec<u8>, Vec<u8>) {
         let n = BigUint::from_bytes_be(&ORDER_BE);
         let e = big_to_scalar(&(bits2int(hash) % &n));
-        let mut nonces = NonceGen::new(&self.to_be(), hash, &n);
+        let mut nonces = NonceGen::new(&self.raw_be, hash, &n);
         loop {
             let k = big_to_scalar(&nonces.next_k());
             let point = EdwardsPoint::mul_base(&k);
@@ -96,7 +111,7 @@ impl SecretScalar {
             if r == Scalar::ZERO {
                 continue;
             }
-            let s = k.invert() * (e + r * self.0);
+            let s = k.invert() * (e + r * self.scalar);
             if s == Scalar::ZERO {
                 continue;
             }
