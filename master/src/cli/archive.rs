@@ -18,7 +18,21 @@ fn complain(msg: std::fmt::Arguments<'_>) {
     eprintln!("offload-master: {msg}");
 }
 
+/// Ask for 1 MiB pipe buffers on stdin and stdout when they are pipes:
+/// with the default 64 KiB, `export | import` spends its time switching
+/// between the two processes. Not being able to is harmless.
+fn enlarge_pipes() {
+    use std::os::fd::AsFd;
+    let (stdin, stdout) = (std::io::stdin(), std::io::stdout());
+    for fd in [stdin.as_fd(), stdout.as_fd()] {
+        if rustix::fs::fstat(fd).is_ok_and(|st| rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Fifo) {
+            let _ = rustix::pipe::fcntl_setpipe_size(fd, STDIO_BUF);
+        }
+    }
+}
+
 pub(super) fn run(cmd: ArchiveCommand) -> anyhow::Result<u8> {
+    enlarge_pipes();
     let stdout = std::io::stdout().lock();
     let stdin = BufReader::with_capacity(STDIO_BUF, std::io::stdin().lock());
     match cmd {
