@@ -22,16 +22,26 @@ use std::time::{Duration, Instant};
 const RUNS: usize = 3;
 
 fn main() {
-    let mib: u64 = std::env::var("OFFLOAD_BENCH_MIB").ok().and_then(|v| v.parse().ok()).unwrap_or(1024);
+    let mib: u64 = std::env::var("OFFLOAD_BENCH_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1024);
     let master = offload_tests::bin("offload-master");
     let tmp = tempfile::tempdir().expect("temp dir");
     let store = tmp.path().join("store");
     let item = store.join("0123456789abcdfghijklmnpqrsvwxyz-bench-tree");
     let (bytes, files) = make_tree(&item, mib << 20);
-    println!("tree: {} MiB in {} files ({})", bytes >> 20, files.len(), item.display());
+    println!(
+        "tree: {} MiB in {} files ({})",
+        bytes >> 20,
+        files.len(),
+        item.display()
+    );
 
     let keys = tmp.path().join("keys");
-    run(Command::new(&master).args(["key", "generate", "--dir"]).arg(&keys));
+    run(Command::new(&master)
+        .args(["key", "generate", "--dir"])
+        .arg(&keys));
     let acl = tmp.path().join("acl");
     let public = fs::read(keys.join("signing-key.pub")).expect("public key");
     let mut authorize = Command::new(&master);
@@ -84,7 +94,11 @@ fn make_tree(root: &Path, total: u64) -> (u64, Vec<PathBuf>) {
         written += fs::metadata(&path).expect("stat").len();
         files.push(path);
         if i % 100 == 0 {
-            std::os::unix::fs::symlink(format!("f{i:04}"), root.join("small").join(format!("l{i:04}"))).expect("symlink");
+            std::os::unix::fs::symlink(
+                format!("f{i:04}"),
+                root.join("small").join(format!("l{i:04}")),
+            )
+            .expect("symlink");
         }
     }
     let mut n = 0;
@@ -120,7 +134,11 @@ fn sha256sum(files: &[PathBuf]) -> Duration {
     settle();
     let start = Instant::now();
     for chunk in files.chunks(500) {
-        let status = Command::new("sha256sum").args(chunk).stdout(Stdio::null()).status().expect("sha256sum");
+        let status = Command::new("sha256sum")
+            .args(chunk)
+            .stdout(Stdio::null())
+            .status()
+            .expect("sha256sum");
         assert!(status.success());
     }
     start.elapsed()
@@ -132,8 +150,16 @@ fn run(cmd: &mut Command) {
 }
 
 /// `offload-master archive export … | offload-master archive import …`,
-/// returning wall time and each process's peak RSS in bytes.
-fn pipeline(master: &Path, keys: &Path, acl: &Path, item: &Path, out: &Path) -> (Duration, u64, u64) {
+/// returning wall time and each process's peak RSS in bytes. Both
+/// children are reaped by `wait_rss` (wait4), which clippy cannot see.
+#[allow(clippy::zombie_processes)]
+fn pipeline(
+    master: &Path,
+    keys: &Path,
+    acl: &Path,
+    item: &Path,
+    out: &Path,
+) -> (Duration, u64, u64) {
     settle();
     let start = Instant::now();
     let mut export = Command::new(master)
@@ -168,6 +194,9 @@ fn wait_rss(pid: u32) -> u64 {
     #[allow(unsafe_code)]
     let reaped = unsafe { libc::wait4(pid as libc::pid_t, &mut status, 0, &mut usage) };
     assert_eq!(reaped, pid as libc::pid_t, "wait4");
-    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "child {pid} failed: status {status}");
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "child {pid} failed: status {status}"
+    );
     usage.ru_maxrss as u64 * 1024
 }

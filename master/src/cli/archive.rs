@@ -25,7 +25,9 @@ fn enlarge_pipes() {
     use std::os::fd::AsFd;
     let (stdin, stdout) = (std::io::stdin(), std::io::stdout());
     for fd in [stdin.as_fd(), stdout.as_fd()] {
-        if rustix::fs::fstat(fd).is_ok_and(|st| rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Fifo) {
+        if rustix::fs::fstat(fd).is_ok_and(|st| {
+            rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Fifo
+        }) {
             let _ = rustix::pipe::fcntl_setpipe_size(fd, STDIO_BUF);
         }
     }
@@ -44,11 +46,20 @@ pub(super) fn run(cmd: ArchiveCommand) -> anyhow::Result<u8> {
             let mut nar = NarReader::new(stdin, Default::default());
             restore::restore_atomically(&mut nar, &dir)?;
         }
-        ArchiveCommand::Export { key, store_dir, paths: items } => {
+        ArchiveCommand::Export {
+            key,
+            store_dir,
+            paths: items,
+        } => {
             let key_path = key.unwrap_or_else(paths::default_secret_key);
             let key = key_file::load_secret(&key_path)?;
             let store_dir = StoreDir::new(&store_dir)?;
-            let written = export_dir::export_paths(&items, &store_dir, &key, BufWriter::with_capacity(STDIO_BUF, stdout))?;
+            let written = export_dir::export_paths(
+                &items,
+                &store_dir,
+                &key,
+                BufWriter::with_capacity(STDIO_BUF, stdout),
+            )?;
             tracing::info!(items = written.len(), "exported");
         }
         ArchiveCommand::Verify { acl } => {
@@ -57,11 +68,14 @@ pub(super) fn run(cmd: ArchiveCommand) -> anyhow::Result<u8> {
             let mut reader = offload_core::export::ExportReader::new(stdin, Limits::default());
             let mut all_valid = true;
             while let Some(mut item) = reader.next_item()? {
-                while item.nar().next()?.is_some() {}
+                while item.nar().next_event()?.is_some() {}
                 let trailer = item.finish()?;
                 let check = offload_core::export::check_item(&trailer, &acl);
                 all_valid &= check.is_valid();
-                let signer = check.signer.as_ref().map_or_else(|| "-".to_owned(), |k| k.fingerprint());
+                let signer = check
+                    .signer
+                    .as_ref()
+                    .map_or_else(|| "-".to_owned(), |k| k.fingerprint());
                 writeln!(out, "{}\t{}\t{}", check.word(), trailer.path, signer)?;
             }
             out.flush()?;
@@ -78,7 +92,14 @@ pub(super) fn run(cmd: ArchiveCommand) -> anyhow::Result<u8> {
             let store_dir = store_dir.as_deref().map(StoreDir::new).transpose()?;
             std::fs::create_dir_all(&to).with_context(|| format!("creating {}", to.display()))?;
             let mut outcomes = Vec::new();
-            let result = import_dir::import_stream(stdin, &to, store_dir.as_ref(), &acl, Limits::default(), &mut outcomes);
+            let result = import_dir::import_stream(
+                stdin,
+                &to,
+                store_dir.as_ref(),
+                &acl,
+                Limits::default(),
+                &mut outcomes,
+            );
             let mut out = BufWriter::new(stdout);
             let mut rejected = false;
             for outcome in &outcomes {

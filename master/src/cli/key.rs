@@ -20,7 +20,9 @@ pub(super) fn run(cmd: KeyCommand) -> anyhow::Result<u8> {
             out.write_all(&public.to_advanced())?;
         }
         KeyCommand::Show { dir, fingerprint } => {
-            let path = dir.unwrap_or_else(paths::guix_config_dir).join("signing-key.pub");
+            let path = dir
+                .unwrap_or_else(paths::guix_config_dir)
+                .join("signing-key.pub");
             let public = key_file::load_public(&path)?;
             if fingerprint {
                 writeln!(out, "{}", public.fingerprint())?;
@@ -43,19 +45,32 @@ pub(super) fn run(cmd: KeyCommand) -> anyhow::Result<u8> {
         KeyCommand::Sign { key, hash } => {
             let hash = parse_hash(&hash)?;
             let secret = key_file::load_secret(&key)?;
-            let sig = Signature::create(&secret, &hash).with_context(|| format!("signing with {}", key.display()))?;
+            let sig = Signature::create(&secret, &hash)
+                .with_context(|| format!("signing with {}", key.display()))?;
             out.write_all(&sig.to_advanced())?;
         }
-        KeyCommand::Verify { acl, hash, signature_file } => {
+        KeyCommand::Verify {
+            acl,
+            hash,
+            signature_file,
+        } => {
             let hash = parse_hash(&hash)?;
             let acl = acl_file::load(&acl)?;
-            let text = key_file::read_limited(&signature_file, offload_core::signature::MAX_SIGNATURE_LEN as u64)
-                .with_context(|| format!("reading {}", signature_file.display()))?;
-            let verdict = Signature::parse(&text).map_or(Verdict::Corrupt, |sig| sig.check(&acl, &hash).verdict);
+            let text = key_file::read_limited(
+                &signature_file,
+                offload_core::signature::MAX_SIGNATURE_LEN as u64,
+            )
+            .with_context(|| format!("reading {}", signature_file.display()))?;
+            let verdict = Signature::parse(&text)
+                .map_or(Verdict::Corrupt, |sig| sig.check(&acl, &hash).verdict);
             if verdict != Verdict::Valid {
                 #[allow(clippy::print_stderr)]
                 {
-                    eprintln!("offload-master: {}: {verdict}: {}", signature_file.display(), verdict.explain());
+                    eprintln!(
+                        "offload-master: {}: {verdict}: {}",
+                        signature_file.display(),
+                        verdict.explain()
+                    );
                 }
                 return Ok(EXIT_INVALID);
             }

@@ -44,7 +44,14 @@ impl Acl {
         let keys = entries
             .iter()
             .enumerate()
-            .map(|(i, entry)| parse_entry(entry).ok_or_else(|| Error::Shape(format!("entry {} is not (entry (public-key …) (tag (guix import)))", i + 1))))
+            .map(|(i, entry)| {
+                parse_entry(entry).ok_or_else(|| {
+                    Error::Shape(format!(
+                        "entry {} is not (entry (public-key …) (tag (guix import)))",
+                        i + 1
+                    ))
+                })
+            })
             .collect::<Result<_, _>>()?;
         Ok(Self { keys })
     }
@@ -54,7 +61,10 @@ impl Acl {
         let entries = self.keys.iter().map(|key| {
             Sexp::tagged(
                 "entry",
-                [key.clone(), Sexp::tagged("tag", [Sexp::tagged("guix", [Sexp::atom("import")])])],
+                [
+                    key.clone(),
+                    Sexp::tagged("tag", [Sexp::tagged("guix", [Sexp::atom("import")])]),
+                ],
             )
         });
         Sexp::tagged("acl", entries).to_advanced()

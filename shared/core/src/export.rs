@@ -183,7 +183,10 @@ impl<R: Read> ItemReader<'_, R> {
         let path = read_path(r, &limits, "store path")?;
         let count = wire::read_u64(r)?;
         if count > limits.max_references as u64 {
-            return Err(Error::TooManyReferences { count, max: limits.max_references });
+            return Err(Error::TooManyReferences {
+                count,
+                max: limits.max_references,
+            });
         }
         let references = (0..count)
             .map(|_| read_path(r, &limits, "reference"))
@@ -192,7 +195,9 @@ impl<R: Read> ItemReader<'_, R> {
         let deriver = if deriver.is_empty() {
             None
         } else {
-            Some(StorePath::parse(std::str::from_utf8(&deriver).map_err(|_| Error::NotUtf8("deriver"))?)?)
+            Some(StorePath::parse(
+                std::str::from_utf8(&deriver).map_err(|_| Error::NotUtf8("deriver"))?,
+            )?)
         };
         let hash = r.finish();
         let signature = match wire::read_u64(r)? {
@@ -226,7 +231,9 @@ impl<'a, W: Write> ItemWriter<'a, W> {
     /// Write the item marker; hashing starts after it.
     pub fn begin(w: &'a mut W) -> io::Result<Self> {
         wire::write_u64(w, 1)?;
-        Ok(Self { w: HashingWriter::new(w) })
+        Ok(Self {
+            w: HashingWriter::new(w),
+        })
     }
 
     /// Where the item's NAR goes (wrap it in a [`nar::NarWriter`]).
@@ -252,7 +259,13 @@ impl<'a, W: Write> ItemWriter<'a, W> {
         for r in &refs {
             wire::write_bytes(w, r.as_bytes())?;
         }
-        wire::write_bytes(w, deriver.map(ToString::to_string).unwrap_or_default().as_bytes())?;
+        wire::write_bytes(
+            w,
+            deriver
+                .map(ToString::to_string)
+                .unwrap_or_default()
+                .as_bytes(),
+        )?;
         let (hash, _) = w.take_hash();
         let out = w.get_mut();
         match sign(&hash) {
@@ -295,13 +308,22 @@ impl ItemCheck {
 /// Check an item's signature against `acl` and the H computed from its bytes.
 pub fn check_item(trailer: &Trailer, acl: &Acl) -> ItemCheck {
     let Some(text) = &trailer.signature else {
-        return ItemCheck { verdict: None, signer: None };
+        return ItemCheck {
+            verdict: None,
+            signer: None,
+        };
     };
     match Signature::parse(text) {
         Some(sig) => {
             let checked = sig.check(acl, &trailer.hash);
-            ItemCheck { verdict: Some(checked.verdict), signer: checked.signer }
+            ItemCheck {
+                verdict: Some(checked.verdict),
+                signer: checked.signer,
+            }
         }
-        None => ItemCheck { verdict: Some(Verdict::Corrupt), signer: None },
+        None => ItemCheck {
+            verdict: Some(Verdict::Corrupt),
+            signer: None,
+        },
     }
 }

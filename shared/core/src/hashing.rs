@@ -14,7 +14,11 @@ pub struct HashingWriter<W> {
 impl<W: Write> HashingWriter<W> {
     /// Wrap `inner`.
     pub fn new(inner: W) -> Self {
-        Self { inner, hasher: Sha256::new(), count: 0 }
+        Self {
+            inner,
+            hasher: Sha256::new(),
+            count: 0,
+        }
     }
 
     /// The hash so far and the number of bytes hashed; resets the hasher.
@@ -52,7 +56,11 @@ pub struct HashingReader<R> {
 impl<R: Read> HashingReader<R> {
     /// Wrap `inner`; hashing starts switched off.
     pub fn new(inner: R) -> Self {
-        Self { inner, hasher: Sha256::new(), active: false }
+        Self {
+            inner,
+            hasher: Sha256::new(),
+            active: false,
+        }
     }
 
     /// Start hashing from a fresh state.

@@ -245,7 +245,10 @@ impl SecretKey {
             "sig-val",
             [Sexp::tagged(
                 "ecdsa",
-                [Sexp::tagged("r", [Sexp::Atom(r)]), Sexp::tagged("s", [Sexp::Atom(s)])],
+                [
+                    Sexp::tagged("r", [Sexp::Atom(r)]),
+                    Sexp::tagged("s", [Sexp::Atom(s)]),
+                ],
             )],
         ))
     }
@@ -257,7 +260,10 @@ fn ecc_public(q: &[u8; 32]) -> PublicKey {
             "public-key",
             [Sexp::tagged(
                 "ecc",
-                [Sexp::tagged("curve", [Sexp::atom(CURVE)]), Sexp::tagged("q", [Sexp::atom(q)])],
+                [
+                    Sexp::tagged("curve", [Sexp::atom(CURVE)]),
+                    Sexp::tagged("q", [Sexp::atom(q)]),
+                ],
             )],
         ),
         params: PublicParams::Ecdsa { q: *q },
@@ -268,7 +274,8 @@ fn ecc_public(q: &[u8; 32]) -> PublicKey {
 fn key_body(sexp: &Sexp) -> Result<(&[u8], &Sexp), Error> {
     match sexp.as_list() {
         Some([_, body]) => Ok((
-            body.tag().ok_or_else(|| shape("key has no algorithm name"))?,
+            body.tag()
+                .ok_or_else(|| shape("key has no algorithm name"))?,
             body,
         )),
         _ => Err(shape("key must hold exactly one algorithm list")),
@@ -292,10 +299,15 @@ fn has_eddsa_flag(body: &Sexp) -> bool {
 }
 
 fn ecc_q(body: &Sexp) -> Result<[u8; 32], Error> {
-    let q = body.child_atom("q").ok_or_else(|| shape("ecc key has no (q …)"))?;
-    let q: [u8; 32] = q
-        .try_into()
-        .map_err(|_| shape(format!("ecc public key q must be 32 bytes, not {}", q.len())))?;
+    let q = body
+        .child_atom("q")
+        .ok_or_else(|| shape("ecc key has no (q …)"))?;
+    let q: [u8; 32] = q.try_into().map_err(|_| {
+        shape(format!(
+            "ecc public key q must be 32 bytes, not {}",
+            q.len()
+        ))
+    })?;
     curve25519_dalek::edwards::CompressedEdwardsY(q)
         .decompress()
         .ok_or(Error::Crypto(ecdsa::Error::BadPoint))?;
@@ -303,7 +315,10 @@ fn ecc_q(body: &Sexp) -> Result<[u8; 32], Error> {
 }
 
 fn mpi(body: &Sexp, name: &str) -> Result<Vec<u8>, Error> {
-    body.child_atom(name)
-        .map(<[u8]>::to_vec)
-        .ok_or_else(|| shape(format!("missing ({name} …) in `{}`", String::from_utf8_lossy(body.tag().unwrap_or(b"?")))))
+    body.child_atom(name).map(<[u8]>::to_vec).ok_or_else(|| {
+        shape(format!(
+            "missing ({name} …) in `{}`",
+            String::from_utf8_lossy(body.tag().unwrap_or(b"?"))
+        ))
+    })
 }

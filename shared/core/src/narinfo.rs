@@ -20,7 +20,9 @@ pub const MAX_NARINFO_LEN: usize = 1 << 20;
 
 /// The signed part of a narinfo: its text before the first `Signature:`.
 pub fn fingerprint(narinfo: &str) -> &str {
-    narinfo.find("Signature:").map_or(narinfo, |i| &narinfo[..i])
+    narinfo
+        .find("Signature:")
+        .map_or(narinfo, |i| &narinfo[..i])
 }
 
 /// Whether the signed part names the fields Guix requires.
@@ -39,7 +41,9 @@ pub fn decode_signature_field(value: &str) -> Option<Vec<u8>> {
     }
     let utf8 = String::from_utf8(BASE64.decode(b64.as_bytes()).ok()?).ok()?;
     // Latin-1: every character must be a single byte value.
-    utf8.chars().map(|c| u8::try_from(u32::from(c)).ok()).collect()
+    utf8.chars()
+        .map(|c| u8::try_from(u32::from(c)).ok())
+        .collect()
 }
 
 /// The `Signature:` field value for signature bytes and a host name.
@@ -58,8 +62,14 @@ pub fn verify(narinfo: &str, acl: &Acl) -> Option<Verdict> {
     if !signed_part_is_complete(signed) {
         return None;
     }
-    let field = narinfo[signed.len()..].lines().next()?.strip_prefix("Signature:")?;
-    let Some(sig) = decode_signature_field(field).as_deref().and_then(Signature::parse) else {
+    let field = narinfo[signed.len()..]
+        .lines()
+        .next()?
+        .strip_prefix("Signature:")?;
+    let Some(sig) = decode_signature_field(field)
+        .as_deref()
+        .and_then(Signature::parse)
+    else {
         return Some(Verdict::Corrupt);
     };
     let hash = Sha256::digest(signed.as_bytes());

@@ -26,7 +26,11 @@ pub fn encode(bytes: &[u8]) -> String {
         let b = n * 5;
         let (i, j) = (b / 8, b % 8);
         let low = u16::from(bytes[i]) >> j;
-        let high = if i + 1 < bytes.len() { u16::from(bytes[i + 1]) << (8 - j) } else { 0 };
+        let high = if i + 1 < bytes.len() {
+            u16::from(bytes[i + 1]) << (8 - j)
+        } else {
+            0
+        };
         // The mask keeps 5 bits, so the index is below 32.
         out.push(ALPHABET[usize::from((low | high) & 0x1f)] as char);
     }
@@ -64,9 +68,17 @@ mod tests {
     fn known_answers() {
         use sha2::{Digest, Sha256};
         let empty = Sha256::digest(b"");
-        assert_eq!(encode(&empty), "0mdqa9w1p6cmli6976v4wi0sw9r4p5prkj7lzfd1877wk11c9c73");
-        let nar = crate::hex::decode(b"ebf54a26f639afcf76bdd41c7090f76d90f5a5eeff2bce90940b84c74192807c").unwrap();
-        assert_eq!(encode(&nar), "0z40j90wg10bjj8cwazzxsjzb43dyy87076lpmvczbrryqk4mxgb");
+        assert_eq!(
+            encode(&empty),
+            "0mdqa9w1p6cmli6976v4wi0sw9r4p5prkj7lzfd1877wk11c9c73"
+        );
+        let nar =
+            crate::hex::decode(b"ebf54a26f639afcf76bdd41c7090f76d90f5a5eeff2bce90940b84c74192807c")
+                .unwrap();
+        assert_eq!(
+            encode(&nar),
+            "0z40j90wg10bjj8cwazzxsjzb43dyy87076lpmvczbrryqk4mxgb"
+        );
         assert_eq!(decode(encode(&nar).as_bytes(), 32).unwrap(), nar);
     }
 

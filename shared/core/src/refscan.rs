@@ -24,7 +24,11 @@ impl RefScanner {
             .into_iter()
             .filter_map(|h| h.as_bytes().try_into().ok())
             .collect();
-        Self { wanted, found: BTreeSet::new(), tail: Vec::new() }
+        Self {
+            wanted,
+            found: BTreeSet::new(),
+            tail: Vec::new(),
+        }
     }
 
     /// Scan the next chunk of the stream.
@@ -61,10 +65,10 @@ impl RefScanner {
                 i += bad + 1;
                 continue;
             }
-            if let Ok(hash) = <[u8; HASH_LEN]>::try_from(window) {
-                if self.wanted.contains(&hash) {
-                    self.found.insert(hash);
-                }
+            if let Ok(hash) = <[u8; HASH_LEN]>::try_from(window)
+                && self.wanted.contains(&hash)
+            {
+                self.found.insert(hash);
             }
             i += 1;
         }
@@ -73,7 +77,9 @@ impl RefScanner {
     /// The hash parts seen so far, sorted.
     pub fn found(&self) -> impl Iterator<Item = &str> {
         // Only wanted entries, which came from `&str`, are ever inserted.
-        self.found.iter().filter_map(|h| std::str::from_utf8(h).ok())
+        self.found
+            .iter()
+            .filter_map(|h| std::str::from_utf8(h).ok())
     }
 }
 
@@ -107,7 +113,11 @@ mod tests {
     fn finds_hashes_across_chunk_boundaries() {
         let text = format!("xx /gnu/store/{A}-foo and {B}; not 0123456789abcdfghijklmnpqrsvwxy!");
         for chunk in 1..text.len() {
-            assert_eq!(scan_chunks(text.as_bytes(), chunk), vec![A.to_owned(), B.to_owned()], "chunk {chunk}");
+            assert_eq!(
+                scan_chunks(text.as_bytes(), chunk),
+                vec![A.to_owned(), B.to_owned()],
+                "chunk {chunk}"
+            );
         }
         assert!(scan_chunks(b"nothing here at all, really nothing", 7).is_empty());
     }

@@ -53,8 +53,12 @@ impl Verdict {
     pub fn explain(self) -> &'static str {
         match self {
             Self::Valid => "valid signature",
-            Self::Unauthorized => "the signing key is not in the ACL (authorize it with `offload-master key authorize`)",
-            Self::HashMismatch => "the signed hash does not match the content (corrupt or tampered archive)",
+            Self::Unauthorized => {
+                "the signing key is not in the ACL (authorize it with `offload-master key authorize`)"
+            }
+            Self::HashMismatch => {
+                "the signed hash does not match the content (corrupt or tampered archive)"
+            }
             Self::Invalid => "invalid signature",
             Self::Corrupt => "corrupt signature data",
         }
@@ -126,7 +130,10 @@ impl Signature {
         let subject = self.sexp.find_token("public-key");
         let signed_hash = self.signed_hash();
         let (Some(subject), Some(signed_hash)) = (subject, signed_hash) else {
-            return Checked { verdict: Verdict::Corrupt, signer: None };
+            return Checked {
+                verdict: Verdict::Corrupt,
+                signer: None,
+            };
         };
         let signer = PublicKey::from_sexp(subject.clone()).ok();
         let verdict = if !acl.contains(subject) {

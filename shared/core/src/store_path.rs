@@ -47,10 +47,17 @@ impl StoreDir {
     /// Validate a store directory.
     pub fn new(dir: &str) -> Result<Self, Error> {
         let bad = || Error::BadStoreDir(dir.to_owned());
-        if !dir.starts_with('/') || dir.len() > MAX_STORE_DIR_LEN || dir.contains('\0') || dir == "/" {
+        if !dir.starts_with('/')
+            || dir.len() > MAX_STORE_DIR_LEN
+            || dir.contains('\0')
+            || dir == "/"
+        {
             return Err(bad());
         }
-        if dir[1..].split('/').any(|c| c.is_empty() || c == "." || c == "..") {
+        if dir[1..]
+            .split('/')
+            .any(|c| c.is_empty() || c == "." || c == "..")
+        {
             return Err(bad());
         }
         Ok(Self(dir.to_owned()))
@@ -168,7 +175,10 @@ pub fn check_name(name: &str) -> Result<(), &'static str> {
     if name.starts_with('.') {
         return Err("name starts with `.`");
     }
-    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"+-._?=".contains(&b)) {
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"+-._?=".contains(&b))
+    {
         return Err("name has a character outside [A-Za-z0-9+-._?=]");
     }
     Ok(())
@@ -184,9 +194,15 @@ mod tests {
 
     #[test]
     fn accepts_and_rejects() {
-        check("/gnu/store/0123456789abcdfghijklmnpqrsvwxyz-hello.txt", true);
+        check(
+            "/gnu/store/0123456789abcdfghijklmnpqrsvwxyz-hello.txt",
+            true,
+        );
         check("/nix/store/mjs27ix6ig2bkbi3s3sm470vrv4lf7ic-hello", true);
-        check("/nix/store/mjs27ix6ig2bkbi3s3sm470vrv4lf7ic-a+b-1.0_x?=y", true);
+        check(
+            "/nix/store/mjs27ix6ig2bkbi3s3sm470vrv4lf7ic-a+b-1.0_x?=y",
+            true,
+        );
         check("/gnu/store/0123456789abcdfghijklmnpqrsvwxye-hello", false); // `e`
         check("/gnu/store/0123456789abcdfghijklmnpqrsvwxyz-", false);
         check("/gnu/store/0123456789abcdfghijklmnpqrsvwxyz-.hidden", false);
@@ -195,20 +211,40 @@ mod tests {
         check("/gnu/store/0123456789abcdfghijklmnpqrsvwx-hello", false);
         check("gnu/store/0123456789abcdfghijklmnpqrsvwxyz-hello", false);
         check("/gnu//store/0123456789abcdfghijklmnpqrsvwxyz-hello", false);
-        check("/gnu/../store/0123456789abcdfghijklmnpqrsvwxyz-hello", false);
-        check(&format!("/s/0123456789abcdfghijklmnpqrsvwxyz-{}", "a".repeat(211)), true);
-        check(&format!("/s/0123456789abcdfghijklmnpqrsvwxyz-{}", "a".repeat(212)), false);
+        check(
+            "/gnu/../store/0123456789abcdfghijklmnpqrsvwxyz-hello",
+            false,
+        );
+        check(
+            &format!("/s/0123456789abcdfghijklmnpqrsvwxyz-{}", "a".repeat(211)),
+            true,
+        );
+        check(
+            &format!("/s/0123456789abcdfghijklmnpqrsvwxyz-{}", "a".repeat(212)),
+            false,
+        );
     }
 
     #[test]
     fn parts_and_store_dir() {
         let dir = StoreDir::new("/gnu/store").unwrap();
-        let p = StorePath::parse_in(&dir, "/gnu/store/0123456789abcdfghijklmnpqrsvwxyz-hello.txt").unwrap();
+        let p = StorePath::parse_in(
+            &dir,
+            "/gnu/store/0123456789abcdfghijklmnpqrsvwxyz-hello.txt",
+        )
+        .unwrap();
         assert_eq!(p.hash_part(), "0123456789abcdfghijklmnpqrsvwxyz");
         assert_eq!(p.name(), "hello.txt");
-        assert_eq!(p.to_string(), "/gnu/store/0123456789abcdfghijklmnpqrsvwxyz-hello.txt");
-        assert!(StorePath::parse_in(&dir, "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-hello").is_err());
-        assert!(StorePath::parse_in(&dir, "/gnu/store/0123456789abcdfghijklmnpqrsvwxyz-x/y").is_err());
+        assert_eq!(
+            p.to_string(),
+            "/gnu/store/0123456789abcdfghijklmnpqrsvwxyz-hello.txt"
+        );
+        assert!(
+            StorePath::parse_in(&dir, "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-hello").is_err()
+        );
+        assert!(
+            StorePath::parse_in(&dir, "/gnu/store/0123456789abcdfghijklmnpqrsvwxyz-x/y").is_err()
+        );
         assert!(StoreDir::new("/gnu/store/").is_err());
         assert!(StoreDir::new("relative").is_err());
     }

@@ -54,7 +54,11 @@ pub fn read_padding(r: &mut impl Read, len: u64, field: &'static str) -> Result<
 pub fn read_bytes(r: &mut impl Read, max: usize, field: &'static str) -> Result<Vec<u8>, Error> {
     let len = read_u64(r)?;
     if len > max as u64 {
-        return Err(Error::TooLong { field, len, max: max as u64 });
+        return Err(Error::TooLong {
+            field,
+            len,
+            max: max as u64,
+        });
     }
     // `len <= max` and `max` is a usize.
     let mut buf = vec![0u8; len as usize];

@@ -18,7 +18,9 @@ pub const MAX_ACL_FILE: u64 = 16 << 20;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The file does not exist.
-    #[error("ACL file {0} does not exist; authorize a key with `offload-master key authorize --acl {0} < KEY.pub`")]
+    #[error(
+        "ACL file {0} does not exist; authorize a key with `offload-master key authorize --acl {0} < KEY.pub`"
+    )]
     Missing(PathBuf),
     /// I/O failed.
     #[error("{path}: {source}")]
@@ -42,10 +44,20 @@ pub enum Error {
 pub fn load(path: &Path) -> Result<Acl, Error> {
     let text = match read_limited(path, MAX_ACL_FILE) {
         Ok(text) => text,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(Error::Missing(path.to_owned())),
-        Err(source) => return Err(Error::Io { path: path.to_owned(), source }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(Error::Missing(path.to_owned()));
+        }
+        Err(source) => {
+            return Err(Error::Io {
+                path: path.to_owned(),
+                source,
+            });
+        }
     };
-    Acl::parse(&text).map_err(|source| Error::Invalid { path: path.to_owned(), source })
+    Acl::parse(&text).map_err(|source| Error::Invalid {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 /// Prepend `key` to the ACL at `path` (created if missing), atomically,
@@ -61,8 +73,14 @@ pub fn authorize(path: &Path, key: &PublicKey) -> Result<bool, Error> {
         return Ok(false);
     }
     if fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
-        tracing::warn!("replacing symbolic link {} with a regular file", path.display());
+        tracing::warn!(
+            "replacing symbolic link {} with a regular file",
+            path.display()
+        );
     }
-    atomic::write_file(path, &acl.to_advanced(), 0o644).map_err(|source| Error::Io { path: path.to_owned(), source })?;
+    atomic::write_file(path, &acl.to_advanced(), 0o644).map_err(|source| Error::Io {
+        path: path.to_owned(),
+        source,
+    })?;
     Ok(true)
 }

@@ -11,9 +11,12 @@ use std::path::{Path, PathBuf};
 pub fn temp_sibling(path: &Path, tag: &str) -> io::Result<PathBuf> {
     let mut random = [0u8; 8];
     getrandom::fill(&mut random).map_err(|e| io::Error::other(format!("no randomness: {e}")))?;
-    let base = path
-        .file_name()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("{} has no file name", path.display())))?;
+    let base = path.file_name().ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} has no file name", path.display()),
+        )
+    })?;
     let mut name = std::ffi::OsString::from(format!(".{tag}-{:016x}-", u64::from_le_bytes(random)));
     name.push(base);
     Ok(path.with_file_name(name))
@@ -25,7 +28,11 @@ pub fn temp_sibling(path: &Path, tag: &str) -> io::Result<PathBuf> {
 pub fn write_file(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
     let tmp = temp_sibling(path, "tmp")?;
     let result = (|| {
-        let mut file = OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)?;
         file.write_all(contents)?;
         // The umask may have cleared bits of `mode`.
         file.set_permissions(fs::Permissions::from_mode(mode))?;

@@ -37,29 +37,43 @@ pub enum Error {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> Error + '_ {
-    move |source| Error::Io { path: path.to_owned(), source }
+    move |source| Error::Io {
+        path: path.to_owned(),
+        source,
+    }
 }
 
 /// Write the NAR of `path` (a file, symlink or directory) to `w`.
 pub fn dump_path<W: Write>(path: &Path, w: W) -> Result<W, Error> {
     // Fail before writing anything when the root is missing.
     fs::symlink_metadata(path).map_err(io_err(path))?;
-    let mut nar = NarWriter::new(w).map_err(|source| Error::Nar { path: path.to_owned(), source })?;
+    let mut nar = NarWriter::new(w).map_err(|source| Error::Nar {
+        path: path.to_owned(),
+        source,
+    })?;
     node(&mut nar, path, None)?;
-    nar.finish().map_err(|source| Error::Nar { path: path.to_owned(), source })
+    nar.finish().map_err(|source| Error::Nar {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 fn node<W: Write>(nar: &mut NarWriter<W>, path: &Path, name: Option<&[u8]>) -> Result<(), Error> {
     let meta = fs::symlink_metadata(path).map_err(io_err(path))?;
-    let nar_err = |source| Error::Nar { path: path.to_owned(), source };
+    let nar_err = |source| Error::Nar {
+        path: path.to_owned(),
+        source,
+    };
     let ft = meta.file_type();
     if ft.is_file() {
         let mut file = File::open(path).map_err(io_err(path))?;
         let executable = meta.permissions().mode() & 0o100 != 0;
-        nar.regular(name, executable, meta.len(), &mut file).map_err(nar_err)
+        nar.regular(name, executable, meta.len(), &mut file)
+            .map_err(nar_err)
     } else if ft.is_symlink() {
         let target = fs::read_link(path).map_err(io_err(path))?;
-        nar.symlink(name, target.as_os_str().as_bytes()).map_err(nar_err)
+        nar.symlink(name, target.as_os_str().as_bytes())
+            .map_err(nar_err)
     } else if ft.is_dir() {
         let mut names = fs::read_dir(path)
             .map_err(io_err(path))?

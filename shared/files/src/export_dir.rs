@@ -60,12 +60,24 @@ struct Item {
 
 /// Write a signed export stream of `paths` to `w`; returns the store paths
 /// in stream order.
-pub fn export_paths(paths: &[PathBuf], store_dir: &StoreDir, key: &SecretKey, mut w: impl Write) -> Result<Vec<StorePath>, Error> {
+pub fn export_paths(
+    paths: &[PathBuf],
+    store_dir: &StoreDir,
+    key: &SecretKey,
+    mut w: impl Write,
+) -> Result<Vec<StorePath>, Error> {
     let mut listings: HashMap<PathBuf, HashMap<String, StorePath>> = HashMap::new();
     let mut items = Vec::new();
     for path in paths {
-        let base = path.file_name().map(|b| b.to_string_lossy().into_owned()).unwrap_or_default();
-        let store_path = StorePath::from_base(store_dir.clone(), &base).map_err(|source| Error::NotAnItem { path: path.clone(), source })?;
+        let base = path
+            .file_name()
+            .map(|b| b.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let store_path =
+            StorePath::from_base(store_dir.clone(), &base).map_err(|source| Error::NotAnItem {
+                path: path.clone(),
+                source,
+            })?;
         let parent = match path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
             _ => PathBuf::from("."),
@@ -74,22 +86,35 @@ pub fn export_paths(paths: &[PathBuf], store_dir: &StoreDir, key: &SecretKey, mu
             listings.insert(parent.clone(), list_items(&parent, store_dir)?);
         }
         let candidates = listings.get(&parent).cloned().unwrap_or_default();
-        items.push(Item { fs_path: path.clone(), store_path, candidates });
+        items.push(Item {
+            fs_path: path.clone(),
+            store_path,
+            candidates,
+        });
     }
-    let order = if items.len() > 1 { topological_order(&items)? } else { (0..items.len()).collect() };
+    let order = if items.len() > 1 {
+        topological_order(&items)?
+    } else {
+        (0..items.len()).collect()
+    };
     let mut written = Vec::new();
     for i in order {
         let item = &items[i];
         let mut writer = ItemWriter::begin(&mut w)?;
         let mut scanner = RefScanner::new(item.candidates.keys().map(String::as_str));
         dump::dump_path(&item.fs_path, Tee(writer.nar_sink(), &mut scanner))?;
-        let refs: Vec<StorePath> = scanner.found().filter_map(|h| item.candidates.get(h).cloned()).collect();
+        let refs: Vec<StorePath> = scanner
+            .found()
+            .filter_map(|h| item.candidates.get(h).cloned())
+            .collect();
         let mut sign_error = None;
-        writer.finish(&item.store_path, &refs, None, |h| match Signature::create(key, h) {
-            Ok(sig) => Some(sig.to_advanced()),
-            Err(e) => {
-                sign_error = Some(e);
-                None
+        writer.finish(&item.store_path, &refs, None, |h| {
+            match Signature::create(key, h) {
+                Ok(sig) => Some(sig.to_advanced()),
+                Err(e) => {
+                    sign_error = Some(e);
+                    None
+                }
             }
         })?;
         if let Some(e) = sign_error {
@@ -103,14 +128,20 @@ pub fn export_paths(paths: &[PathBuf], store_dir: &StoreDir, key: &SecretKey, mu
 }
 
 fn list_items(dir: &Path, store_dir: &StoreDir) -> Result<HashMap<String, StorePath>, Error> {
-    let entries = std::fs::read_dir(dir).map_err(|source| Error::List { path: dir.to_owned(), source })?;
+    let entries = std::fs::read_dir(dir).map_err(|source| Error::List {
+        path: dir.to_owned(),
+        source,
+    })?;
     let mut out = HashMap::new();
     for entry in entries {
-        let entry = entry.map_err(|source| Error::List { path: dir.to_owned(), source })?;
-        if let Some(name) = entry.file_name().to_str() {
-            if let Ok(p) = StorePath::from_base(store_dir.clone(), name) {
-                out.insert(p.hash_part().to_owned(), p);
-            }
+        let entry = entry.map_err(|source| Error::List {
+            path: dir.to_owned(),
+            source,
+        })?;
+        if let Some(name) = entry.file_name().to_str()
+            && let Ok(p) = StorePath::from_base(store_dir.clone(), name)
+        {
+            out.insert(p.hash_part().to_owned(), p);
         }
     }
     Ok(out)
@@ -118,18 +149,34 @@ fn list_items(dir: &Path, store_dir: &StoreDir) -> Result<HashMap<String, StoreP
 
 /// Order items so that each comes after the items it references.
 fn topological_order(items: &[Item]) -> Result<Vec<usize>, Error> {
-    let index: BTreeMap<&str, usize> = items.iter().enumerate().map(|(i, it)| (it.store_path.hash_part(), i)).collect();
+    let index: BTreeMap<&str, usize> = items
+        .iter()
+        .enumerate()
+        .map(|(i, it)| (it.store_path.hash_part(), i))
+        .collect();
     let mut deps: Vec<Vec<usize>> = Vec::with_capacity(items.len());
     for item in items {
         let mut scanner = RefScanner::new(index.keys().copied());
         dump::dump_path(&item.fs_path, &mut scanner)?;
         let own = item.store_path.hash_part();
-        deps.push(scanner.found().filter(|h| *h != own).filter_map(|h| index.get(h).copied()).collect());
+        deps.push(
+            scanner
+                .found()
+                .filter(|h| *h != own)
+                .filter_map(|h| index.get(h).copied())
+                .collect(),
+        );
     }
     // Depth-first post-order; 1 = in progress, 2 = done.
     let mut state = vec![0u8; items.len()];
     let mut order = Vec::with_capacity(items.len());
-    fn visit(i: usize, deps: &[Vec<usize>], state: &mut [u8], order: &mut Vec<usize>, items: &[Item]) -> Result<(), Error> {
+    fn visit(
+        i: usize,
+        deps: &[Vec<usize>],
+        state: &mut [u8],
+        order: &mut Vec<usize>,
+        items: &[Item],
+    ) -> Result<(), Error> {
         match state[i] {
             2 => return Ok(()),
             1 => return Err(Error::Cycle(items[i].store_path.to_string())),

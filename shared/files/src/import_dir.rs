@@ -62,7 +62,15 @@ pub fn import_stream(
     let mut reader = ExportReader::new(r, limits);
     let mut seen: HashSet<String> = HashSet::new();
     let mut staged: Vec<(PathBuf, usize)> = Vec::new();
-    let result = stage_all(&mut reader, dir, store_dir, acl, &mut seen, &mut staged, outcomes);
+    let result = stage_all(
+        &mut reader,
+        dir,
+        store_dir,
+        acl,
+        &mut seen,
+        &mut staged,
+        outcomes,
+    );
     let result = result.and_then(|()| {
         let mut byte = [0u8; 1];
         match reader.into_inner().read(&mut byte) {
@@ -99,10 +107,16 @@ fn stage_all<R: Read>(
     outcomes: &mut Vec<Outcome>,
 ) -> Result<(), Error> {
     while let Some(mut item) = reader.next_item()? {
-        let pending = atomic::temp_sibling(&dir.join("item"), "import")
-            .map_err(|source| restore::Error::Io { path: dir.to_owned(), source })?;
+        let pending = atomic::temp_sibling(&dir.join("item"), "import").map_err(|source| {
+            restore::Error::Io {
+                path: dir.to_owned(),
+                source,
+            }
+        })?;
         let restored = restore::restore(item.nar(), &pending);
-        let trailer = restored.map_err(Error::from).and_then(|()| item.finish().map_err(Error::from));
+        let trailer = restored
+            .map_err(Error::from)
+            .and_then(|()| item.finish().map_err(Error::from));
         let trailer = match trailer {
             Ok(trailer) => trailer,
             Err(e) => {
@@ -121,7 +135,11 @@ fn stage_all<R: Read>(
                 let _ = atomic::remove_tree(&pending);
             }
         }
-        outcomes.push(Outcome { path: trailer.path, check, result: result.map(|()| false) });
+        outcomes.push(Outcome {
+            path: trailer.path,
+            check,
+            result: result.map(|()| false),
+        });
     }
     Ok(())
 }
@@ -139,15 +157,21 @@ fn decide(
             Some(v) => v.explain().to_owned(),
         });
     }
-    if let Some(expected) = store_dir {
-        if trailer.path.dir() != expected {
-            return Err(format!("not in the store directory {expected}"));
-        }
+    if let Some(expected) = store_dir
+        && trailer.path.dir() != expected
+    {
+        return Err(format!("not in the store directory {expected}"));
     }
     for reference in &trailer.references {
         let base = reference.base();
-        if reference != &trailer.path && !seen.contains(base) && fs::symlink_metadata(dir.join(base)).is_err() {
-            return Err(format!("reference {reference} is neither in {} nor earlier in the stream; import its closure first", dir.display()));
+        if reference != &trailer.path
+            && !seen.contains(base)
+            && fs::symlink_metadata(dir.join(base)).is_err()
+        {
+            return Err(format!(
+                "reference {reference} is neither in {} nor earlier in the stream; import its closure first",
+                dir.display()
+            ));
         }
     }
     Ok(())

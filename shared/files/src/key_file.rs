@@ -48,27 +48,42 @@ pub fn read_limited(path: &Path, max: u64) -> io::Result<Vec<u8>> {
     let mut data = Vec::new();
     fs::File::open(path)?.take(max + 1).read_to_end(&mut data)?;
     if data.len() as u64 > max {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("larger than {max} bytes")));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("larger than {max} bytes"),
+        ));
     }
     Ok(data)
 }
 
 fn read_key_file(path: &Path) -> Result<Vec<u8>, Error> {
-    read_limited(path, MAX_KEY_FILE).map_err(|source| Error::Io { path: path.to_owned(), source })
+    read_limited(path, MAX_KEY_FILE).map_err(|source| Error::Io {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 /// Load a secret key, refusing one that others can read.
 pub fn load_secret(path: &Path) -> Result<SecretKey, Error> {
-    let meta = fs::metadata(path).map_err(|source| Error::Io { path: path.to_owned(), source })?;
+    let meta = fs::metadata(path).map_err(|source| Error::Io {
+        path: path.to_owned(),
+        source,
+    })?;
     if meta.permissions().mode() & 0o077 != 0 {
         return Err(Error::NotSecret(path.to_owned()));
     }
-    SecretKey::parse(&read_key_file(path)?).map_err(|source| Error::Key { path: path.to_owned(), source })
+    SecretKey::parse(&read_key_file(path)?).map_err(|source| Error::Key {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 /// Load a public key file.
 pub fn load_public(path: &Path) -> Result<PublicKey, Error> {
-    PublicKey::parse(&read_key_file(path)?).map_err(|source| Error::Key { path: path.to_owned(), source })
+    PublicKey::parse(&read_key_file(path)?).map_err(|source| Error::Key {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 /// The public key file next to a secret key file (`.sec` → `.pub`).
@@ -85,14 +100,25 @@ pub fn generate(dir: &Path) -> Result<PublicKey, Error> {
     if secret_path.exists() || public_path.exists() {
         return Err(Error::Exists(dir.to_owned()));
     }
-    fs::create_dir_all(dir).map_err(|source| Error::Io { path: dir.to_owned(), source })?;
+    fs::create_dir_all(dir).map_err(|source| Error::Io {
+        path: dir.to_owned(),
+        source,
+    })?;
     let mut random = zeroize::Zeroizing::new([0u8; 32]);
     getrandom::fill(&mut random[..]).map_err(|e| Error::Random(e.to_string()))?;
     let key = SecretKey::from_random(&random);
     // ECC keys made here always print.
-    let secret_text = key.to_advanced().ok_or_else(|| Error::Random("generated key cannot be printed".into()))?;
-    atomic::write_file(&secret_path, &secret_text, 0o400).map_err(|source| Error::Io { path: secret_path.clone(), source })?;
+    let secret_text = key
+        .to_advanced()
+        .ok_or_else(|| Error::Random("generated key cannot be printed".into()))?;
+    atomic::write_file(&secret_path, &secret_text, 0o400).map_err(|source| Error::Io {
+        path: secret_path.clone(),
+        source,
+    })?;
     let public = key.public_key().clone();
-    atomic::write_file(&public_path, &public.to_advanced(), 0o444).map_err(|source| Error::Io { path: public_path, source })?;
+    atomic::write_file(&public_path, &public.to_advanced(), 0o444).map_err(|source| Error::Io {
+        path: public_path,
+        source,
+    })?;
     Ok(public)
 }

@@ -47,7 +47,10 @@ pub enum Error {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> Error + '_ {
-    move |source| Error::Io { path: path.to_owned(), source }
+    move |source| Error::Io {
+        path: path.to_owned(),
+        source,
+    }
 }
 
 /// Restore `nar` to `dest`, which must not exist, atomically: on any
@@ -69,13 +72,15 @@ pub fn restore_atomically<R: Read>(nar: &mut NarReader<R>, dest: &Path) -> Resul
 pub fn restore<R: Read>(nar: &mut NarReader<R>, dest: &Path) -> Result<(), Error> {
     let mut dirs: Vec<PathBuf> = Vec::new();
     let mut buf = vec![0u8; COPY_BUF];
-    while let Some(event) = nar.next()? {
+    while let Some(event) = nar.next_event()? {
         let here = |name: &Option<Vec<u8>>| match (dirs.last(), name) {
             (Some(dir), Some(name)) => dir.join(std::ffi::OsStr::from_bytes(name)),
             _ => dest.to_owned(),
         };
         match event {
-            Event::Regular { name, executable, .. } => {
+            Event::Regular {
+                name, executable, ..
+            } => {
                 let path = here(&name);
                 let mut file = OpenOptions::new()
                     .write(true)
@@ -95,7 +100,8 @@ pub fn restore<R: Read>(nar: &mut NarReader<R>, dest: &Path) -> Result<(), Error
             }
             Event::Symlink { name, target } => {
                 let path = here(&name);
-                std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&target), &path).map_err(io_err(&path))?;
+                std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&target), &path)
+                    .map_err(io_err(&path))?;
                 set_canonical_times(&path).map_err(io_err(&path))?;
             }
             Event::Directory { name } => {
@@ -104,9 +110,12 @@ pub fn restore<R: Read>(nar: &mut NarReader<R>, dest: &Path) -> Result<(), Error
                 dirs.push(path);
             }
             Event::EndDirectory => {
-                let path = dirs.pop().ok_or_else(|| Error::Nar(nar::Error::Usage("unbalanced directory".into())))?;
+                let path = dirs
+                    .pop()
+                    .ok_or_else(|| Error::Nar(nar::Error::Usage("unbalanced directory".into())))?;
                 set_canonical_times(&path).map_err(io_err(&path))?;
-                fs::set_permissions(&path, fs::Permissions::from_mode(0o555)).map_err(io_err(&path))?;
+                fs::set_permissions(&path, fs::Permissions::from_mode(0o555))
+                    .map_err(io_err(&path))?;
             }
         }
     }
@@ -121,7 +130,13 @@ fn canonicalise_file(file: &File, mode: u32) -> io::Result<()> {
 
 /// atime = mtime = 1 s, without following a symlink.
 fn set_canonical_times(path: &Path) -> io::Result<()> {
-    let t = Timespec { tv_sec: CANONICAL_TIME, tv_nsec: 0 };
-    let times = Timestamps { last_access: t, last_modification: t };
+    let t = Timespec {
+        tv_sec: CANONICAL_TIME,
+        tv_nsec: 0,
+    };
+    let times = Timestamps {
+        last_access: t,
+        last_modification: t,
+    };
     rustix::fs::utimensat(CWD, path, &times, AtFlags::SYMLINK_NOFOLLOW).map_err(io::Error::from)
 }

@@ -44,22 +44,47 @@ fn restore_is_canonical_and_exact() {
     sample_tree(&src);
     let nar = dump_bytes(&src);
     let dest = tmp.path().join("dest");
-    restore::restore_atomically(&mut NarReader::new(nar.as_slice(), Default::default()), &dest).unwrap();
-    let mode = |p: &str| fs::symlink_metadata(dest.join(p)).unwrap().permissions().mode() & 0o7777;
+    restore::restore_atomically(
+        &mut NarReader::new(nar.as_slice(), Default::default()),
+        &dest,
+    )
+    .unwrap();
+    let mode = |p: &str| {
+        fs::symlink_metadata(dest.join(p))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777
+    };
     assert_eq!(mode(""), 0o555);
     assert_eq!(mode("a.txt"), 0o444);
     assert_eq!(mode("sub/run.sh"), 0o555);
     assert_eq!(mode("sub"), 0o555);
     assert_eq!(mode("sub/empty-dir"), 0o555);
-    for p in ["", "a.txt", "empty", "sub", "sub/run.sh", "sub/empty-dir", "link", "dangling"] {
+    for p in [
+        "",
+        "a.txt",
+        "empty",
+        "sub",
+        "sub/run.sh",
+        "sub/empty-dir",
+        "link",
+        "dangling",
+    ] {
         let meta = fs::symlink_metadata(dest.join(p)).unwrap();
         assert_eq!((meta.mtime(), meta.atime()), (1, 1), "{p}: atime and mtime");
     }
-    assert_eq!(fs::read_link(dest.join("dangling")).unwrap(), Path::new("/nonexistent/target"));
+    assert_eq!(
+        fs::read_link(dest.join("dangling")).unwrap(),
+        Path::new("/nonexistent/target")
+    );
     // Reading updates atimes (relatime), so compare contents last.
     assert_eq!(dump_bytes(&dest), nar);
     // Nothing but `dest` was created next to it.
-    let names: Vec<_> = fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let names: Vec<_> = fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(names.len(), 2, "{names:?}");
 }
 
@@ -73,9 +98,16 @@ fn failed_restore_leaves_nothing() {
     fs::create_dir(&out).unwrap();
     for cut in [0, 8, 100, nar.len() / 2, nar.len() - 1] {
         let dest = out.join("dest");
-        let err = restore::restore_atomically(&mut NarReader::new(&nar[..cut], Default::default()), &dest);
+        let err = restore::restore_atomically(
+            &mut NarReader::new(&nar[..cut], Default::default()),
+            &dest,
+        );
         assert!(err.is_err(), "truncated at {cut}");
-        assert_eq!(fs::read_dir(&out).unwrap().count(), 0, "left-overs after a NAR cut at {cut}");
+        assert_eq!(
+            fs::read_dir(&out).unwrap().count(),
+            0,
+            "left-overs after a NAR cut at {cut}"
+        );
     }
 }
 
@@ -85,7 +117,11 @@ fn restore_refuses_an_existing_destination() {
     let nar = dump_bytes(Path::new("/etc/hostname"));
     let dest = tmp.path().join("x");
     fs::write(&dest, b"keep me").unwrap();
-    let err = restore::restore_atomically(&mut NarReader::new(nar.as_slice(), Default::default()), &dest).unwrap_err();
+    let err = restore::restore_atomically(
+        &mut NarReader::new(nar.as_slice(), Default::default()),
+        &dest,
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("already exists"), "{err}");
     assert_eq!(fs::read(&dest).unwrap(), b"keep me");
 }

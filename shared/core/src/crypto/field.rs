@@ -28,7 +28,13 @@ fn consts() -> &'static Consts {
         let d = (&p - BigUint::from(121_665u32)) * inv % &p;
         let sqrt_m1 = BigUint::from(2u32).modpow(&((&p - BigUint::one()) >> 2u32), &p);
         let sqrt_exp = (&p + BigUint::from(3u32)) >> 3u32;
-        Consts { p, d, sqrt_m1, sqrt_exp, inv_exp }
+        Consts {
+            p,
+            d,
+            sqrt_m1,
+            sqrt_exp,
+            inv_exp,
+        }
     })
 }
 

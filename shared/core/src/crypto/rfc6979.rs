@@ -19,7 +19,11 @@ const RLEN: usize = 32;
 pub(super) fn bits2int(bytes: &[u8]) -> BigUint {
     let value = BigUint::from_bytes_be(bytes);
     let nbits = 8 * bytes.len() as u64;
-    if nbits > QBITS { value >> (nbits - QBITS) } else { value }
+    if nbits > QBITS {
+        value >> (nbits - QBITS)
+    } else {
+        value
+    }
 }
 
 fn int2octets(value: &BigUint) -> [u8; RLEN] {

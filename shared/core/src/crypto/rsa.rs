@@ -19,7 +19,8 @@ pub fn verify_pkcs1_sha256(n: &[u8], e: &[u8], hash: &[u8], s: &[u8]) -> bool {
     let n = BigUint::from_bytes_be(n);
     let e = BigUint::from_bytes_be(e);
     let s = BigUint::from_bytes_be(s);
-    if hash.len() != 32 || n.bits() < 512 || n.bits() > MAX_MODULUS_BITS || e.bits() > 64 || s >= n {
+    if hash.len() != 32 || n.bits() < 512 || n.bits() > MAX_MODULUS_BITS || e.bits() > 64 || s >= n
+    {
         return false;
     }
     let k = usize::try_from(n.bits().div_ceil(8)).unwrap_or(usize::MAX);
@@ -35,5 +36,7 @@ pub fn verify_pkcs1_sha256(n: &[u8], e: &[u8], hash: &[u8], s: &[u8]) -> bool {
     expected[k - tail..k - hash.len()].copy_from_slice(&SHA256_DIGEST_INFO);
     expected[k - hash.len()..].copy_from_slice(hash);
     // m lacks the leading 0x00 bytes of the encoded message.
-    m.len() < k && expected[k - m.len()..] == m[..] && expected[..k - m.len()].iter().all(|b| *b == 0)
+    m.len() < k
+        && expected[k - m.len()..] == m[..]
+        && expected[..k - m.len()].iter().all(|b| *b == 0)
 }

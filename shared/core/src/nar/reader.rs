@@ -10,10 +10,10 @@ const MAX_TOKEN: usize = 16;
 
 /// Reads a NAR event by event without buffering file contents.
 ///
-/// Call [`next`](Self::next) until it returns `Ok(None)`. After a
+/// Call [`next_event`](Self::next_event) until it returns `Ok(None)`. After a
 /// [`Event::Regular`], the file's bytes can be read with
 /// [`contents`](Self::contents); whatever is left unread is skipped by the
-/// next call to `next`. The reader consumes exactly the NAR's bytes from the
+/// next call to `next_event`. The reader consumes exactly the NAR's bytes from the
 /// underlying reader, so another format may follow it (export streams).
 pub struct NarReader<R> {
     r: R,
@@ -45,7 +45,7 @@ impl<R: Read> NarReader<R> {
     }
 
     /// The next event, or `None` once the whole NAR has been read.
-    pub fn next(&mut self) -> Result<Option<Event>, Error> {
+    pub fn next_event(&mut self) -> Result<Option<Event>, Error> {
         loop {
             match self.state {
                 State::Start => {
@@ -54,7 +54,8 @@ impl<R: Read> NarReader<R> {
                 }
                 State::Contents { remaining, size } => {
                     if remaining > 0 {
-                        let skipped = io::copy(&mut (&mut self.r).take(remaining), &mut io::sink())?;
+                        let skipped =
+                            io::copy(&mut (&mut self.r).take(remaining), &mut io::sink())?;
                         if skipped < remaining {
                             return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into());
                         }
@@ -74,7 +75,9 @@ impl<R: Read> NarReader<R> {
         let State::Contents { remaining, size } = self.state else {
             return Ok(0);
         };
-        let want = buf.len().min(usize::try_from(remaining).unwrap_or(usize::MAX));
+        let want = buf
+            .len()
+            .min(usize::try_from(remaining).unwrap_or(usize::MAX));
         if want == 0 {
             return Ok(0);
         }
@@ -135,7 +138,11 @@ impl<R: Read> NarReader<R> {
                 }
                 let size = wire::read_u64(&mut self.r)?;
                 if size > self.limits.max_file_size {
-                    return Err(Error::TooLarge { what: "file", size, max: self.limits.max_file_size });
+                    return Err(Error::TooLarge {
+                        what: "file",
+                        size,
+                        max: self.limits.max_file_size,
+                    });
                 }
                 self.total = self.total.saturating_add(size);
                 if self.total > self.limits.max_total_size {
@@ -145,12 +152,20 @@ impl<R: Read> NarReader<R> {
                         max: self.limits.max_total_size,
                     });
                 }
-                self.state = State::Contents { remaining: size, size };
-                Ok(Event::Regular { name, executable, size })
+                self.state = State::Contents {
+                    remaining: size,
+                    size,
+                };
+                Ok(Event::Regular {
+                    name,
+                    executable,
+                    size,
+                })
             }
             b"symlink" => {
                 self.expect(b"target", "target")?;
-                let target = wire::read_bytes(&mut self.r, self.limits.max_target_len, "symlink target")?;
+                let target =
+                    wire::read_bytes(&mut self.r, self.limits.max_target_len, "symlink target")?;
                 check_target(&target, &self.limits)?;
                 self.expect(b")", ")")?;
                 self.after_node()?;
@@ -164,7 +179,9 @@ impl<R: Read> NarReader<R> {
                 self.state = State::InDirectory;
                 Ok(Event::Directory { name })
             }
-            other => Err(Error::UnknownType(String::from_utf8_lossy(other).into_owned())),
+            other => Err(Error::UnknownType(
+                String::from_utf8_lossy(other).into_owned(),
+            )),
         }
     }
 
@@ -182,7 +199,10 @@ impl<R: Read> NarReader<R> {
                 self.expect(b"name", "name")?;
                 let name = wire::read_bytes(&mut self.r, self.limits.max_name_len, "entry name")?;
                 check_name(&name, &self.limits)?;
-                let prev = self.dirs.last_mut().ok_or_else(|| Error::Usage("entry outside a directory".into()))?;
+                let prev = self
+                    .dirs
+                    .last_mut()
+                    .ok_or_else(|| Error::Usage("entry outside a directory".into()))?;
                 check_order(prev.as_deref(), &name)?;
                 *prev = Some(name.clone());
                 self.expect(b"node", "node")?;

@@ -9,13 +9,22 @@ use crate::wire::write_bytes;
 enum Tree {
     File { executable: bool, contents: Vec<u8> },
     Link(Vec<u8>),
-    Dir(BTreeMap<Vec<u8>, Tree>),
+    Dir(BTreeMap<Vec<u8>, Self>),
 }
 
 fn write_tree(w: &mut NarWriter<&mut Vec<u8>>, name: Option<&[u8]>, tree: &Tree) {
     match tree {
-        Tree::File { executable, contents } => {
-            w.regular(name, *executable, contents.len() as u64, &mut contents.as_slice()).unwrap();
+        Tree::File {
+            executable,
+            contents,
+        } => {
+            w.regular(
+                name,
+                *executable,
+                contents.len() as u64,
+                &mut contents.as_slice(),
+            )
+            .unwrap();
         }
         Tree::Link(target) => w.symlink(name, target).unwrap(),
         Tree::Dir(entries) => {
@@ -36,21 +45,29 @@ fn encode(tree: &Tree) -> Vec<u8> {
     out
 }
 
+/// Directories being read: each with its entry name and entries so far.
+type Open = Vec<(Option<Vec<u8>>, BTreeMap<Vec<u8>, Tree>)>;
+
 /// Read a whole NAR back into a tree, reading contents in odd-sized pieces.
 fn decode(nar: &[u8], limits: Limits) -> Result<(Tree, usize), Error> {
     let mut input = nar;
     let mut r = NarReader::new(&mut input, limits);
-    let mut stack: Vec<(Option<Vec<u8>>, BTreeMap<Vec<u8>, Tree>)> = Vec::new();
+    let mut stack: Open = Vec::new();
     let mut root = None;
-    let mut place = |stack: &mut Vec<(Option<Vec<u8>>, BTreeMap<Vec<u8>, Tree>)>, name: Option<Vec<u8>>, t: Tree| match (stack.last_mut(), name) {
-        (Some((_, entries)), Some(n)) => {
-            entries.insert(n, t);
-        }
-        _ => root = Some(t),
-    };
-    while let Some(event) = r.next()? {
+    let mut place =
+        |stack: &mut Open, name: Option<Vec<u8>>, t: Tree| match (stack.last_mut(), name) {
+            (Some((_, entries)), Some(n)) => {
+                entries.insert(n, t);
+            }
+            _ => root = Some(t),
+        };
+    while let Some(event) = r.next_event()? {
         match event {
-            Event::Regular { name, executable, size } => {
+            Event::Regular {
+                name,
+                executable,
+                size,
+            } => {
                 let mut contents = Vec::new();
                 let mut buf = [0u8; 7];
                 loop {
@@ -61,7 +78,14 @@ fn decode(nar: &[u8], limits: Limits) -> Result<(Tree, usize), Error> {
                     contents.extend_from_slice(&buf[..n]);
                 }
                 assert_eq!(contents.len() as u64, size);
-                place(&mut stack, name, Tree::File { executable, contents });
+                place(
+                    &mut stack,
+                    name,
+                    Tree::File {
+                        executable,
+                        contents,
+                    },
+                );
             }
             Event::Symlink { name, target } => place(&mut stack, name, Tree::Link(target)),
             Event::Directory { name } => stack.push((name, BTreeMap::new())),
@@ -76,16 +100,34 @@ fn decode(nar: &[u8], limits: Limits) -> Result<(Tree, usize), Error> {
 }
 
 fn arb_name() -> impl Strategy<Value = Vec<u8>> {
-    prop::collection::vec(prop_oneof![Just(b'a'), Just(b'B'), Just(b'.'), Just(b'-'), Just(0xc3u8), Just(b' '), Just(b'0')], 1..6)
-        .prop_filter("not . or ..", |n| n != b"." && n != b"..")
+    prop::collection::vec(
+        prop_oneof![
+            Just(b'a'),
+            Just(b'B'),
+            Just(b'.'),
+            Just(b'-'),
+            Just(0xc3u8),
+            Just(b' '),
+            Just(b'0')
+        ],
+        1..6,
+    )
+    .prop_filter("not . or ..", |n| n != b"." && n != b"..")
 }
 
 fn arb_tree() -> impl Strategy<Value = Tree> {
     let leaf = prop_oneof![
-        (any::<bool>(), prop::collection::vec(any::<u8>(), 0..40)).prop_map(|(executable, contents)| Tree::File { executable, contents }),
+        (any::<bool>(), prop::collection::vec(any::<u8>(), 0..40)).prop_map(
+            |(executable, contents)| Tree::File {
+                executable,
+                contents
+            }
+        ),
         prop::collection::vec(1u8..=255, 1..20).prop_map(Tree::Link),
     ];
-    leaf.prop_recursive(4, 40, 5, |inner| prop::collection::btree_map(arb_name(), inner, 0..5).prop_map(Tree::Dir))
+    leaf.prop_recursive(4, 40, 5, |inner| {
+        prop::collection::btree_map(arb_name(), inner, 0..5).prop_map(Tree::Dir)
+    })
 }
 
 proptest! {
@@ -136,7 +178,10 @@ fn toks(tokens: &[&[u8]]) -> Vec<u8> {
 }
 
 fn entry(name: &[u8]) -> Vec<&[u8]> {
-    vec![b"entry", b"(", b"name", name, b"node", b"(", b"type", b"symlink", b"target", b"x", b")", b")"]
+    vec![
+        b"entry", b"(", b"name", name, b"node", b"(", b"type", b"symlink", b"target", b"x", b")",
+        b")",
+    ]
 }
 
 fn dir_of(names: &[&'static [u8]]) -> Vec<u8> {
@@ -149,9 +194,14 @@ fn dir_of(names: &[&'static [u8]]) -> Vec<u8> {
 }
 
 fn check_err(nar: &[u8], expected: &str) {
-    let err = decode(nar, Limits::default()).err().unwrap_or_else(|| panic!("accepted; expected {expected}"));
+    let err = decode(nar, Limits::default())
+        .err()
+        .unwrap_or_else(|| panic!("accepted; expected {expected}"));
     let text = err.to_string();
-    assert!(text.contains(expected), "error `{text}` does not mention `{expected}`");
+    assert!(
+        text.contains(expected),
+        "error `{text}` does not mention `{expected}`"
+    );
 }
 
 #[test]
@@ -171,12 +221,42 @@ fn rejects_bad_entry_names_and_order() {
 #[test]
 fn rejects_bad_structure() {
     check_err(&toks(&[b"nix-archive-2"]), "expected \"nix-archive-1\"");
-    check_err(&toks(&[b"nix-archive-1", b"(", b"type", b"fifo", b")"]), "unknown node type");
-    check_err(&toks(&[b"nix-archive-1", b"(", b"type", b"symlink", b"target", b"", b")"]), "empty");
-    check_err(&toks(&[b"nix-archive-1", b"(", b"type", b"regular", b"executable", b"x"]), "executable");
-    check_err(&toks(&[b"nix-archive-1", b"(", b"type", b"directory", b"bogus"]), "entry or )");
+    check_err(
+        &toks(&[b"nix-archive-1", b"(", b"type", b"fifo", b")"]),
+        "unknown node type",
+    );
+    check_err(
+        &toks(&[
+            b"nix-archive-1",
+            b"(",
+            b"type",
+            b"symlink",
+            b"target",
+            b"",
+            b")",
+        ]),
+        "empty",
+    );
+    check_err(
+        &toks(&[
+            b"nix-archive-1",
+            b"(",
+            b"type",
+            b"regular",
+            b"executable",
+            b"x",
+        ]),
+        "executable",
+    );
+    check_err(
+        &toks(&[b"nix-archive-1", b"(", b"type", b"directory", b"bogus"]),
+        "entry or )",
+    );
     // A 20-byte token where at most 16 are expected.
-    check_err(&toks(&[b"nix-archive-1", b"(", b"type", b"regularregularregul"]), "NAR token is 19 bytes");
+    check_err(
+        &toks(&[b"nix-archive-1", b"(", b"type", b"regularregularregul"]),
+        "NAR token is 19 bytes",
+    );
     // Non-zero padding after a short token.
     let mut bad_pad = toks(&[b"nix-archive-1"]);
     let last = bad_pad.len() - 1;
@@ -186,23 +266,58 @@ fn rejects_bad_structure() {
 
 #[test]
 fn enforces_size_and_depth_limits() {
-    let big = Tree::File { executable: false, contents: vec![7; 100] };
-    let small = Limits { max_file_size: 99, ..Limits::default() };
-    check_err_with(&encode(&big), small, "file of 100 bytes exceeds the limit of 99");
-    let total = Limits { max_total_size: 150, ..Limits::default() };
+    let big = Tree::File {
+        executable: false,
+        contents: vec![7; 100],
+    };
+    let small = Limits {
+        max_file_size: 99,
+        ..Limits::default()
+    };
+    check_err_with(
+        &encode(&big),
+        small,
+        "file of 100 bytes exceeds the limit of 99",
+    );
+    let total = Limits {
+        max_total_size: 150,
+        ..Limits::default()
+    };
     let two = Tree::Dir([(b"a".to_vec(), big.clone()), (b"b".to_vec(), big)].into());
     check_err_with(&encode(&two), total, "total contents of 200 bytes");
     let mut deep = Tree::Link(b"x".to_vec());
     for _ in 0..5 {
         deep = Tree::Dir([(b"d".to_vec(), deep)].into());
     }
-    check_err_with(&encode(&deep), Limits { max_depth: 4, ..Limits::default() }, "nested deeper than 4");
-    assert!(decode(&encode(&deep), Limits { max_depth: 5, ..Limits::default() }).is_ok());
+    check_err_with(
+        &encode(&deep),
+        Limits {
+            max_depth: 4,
+            ..Limits::default()
+        },
+        "nested deeper than 4",
+    );
+    assert!(
+        decode(
+            &encode(&deep),
+            Limits {
+                max_depth: 5,
+                ..Limits::default()
+            }
+        )
+        .is_ok()
+    );
 }
 
 fn check_err_with(nar: &[u8], limits: Limits, expected: &str) {
-    let text = decode(nar, limits).err().map(|e| e.to_string()).unwrap_or_default();
-    assert!(text.contains(expected), "error `{text}` does not mention `{expected}`");
+    let text = decode(nar, limits)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        text.contains(expected),
+        "error `{text}` does not mention `{expected}`"
+    );
 }
 
 #[test]
@@ -215,5 +330,8 @@ fn writer_refuses_what_the_reader_would_reject() {
     assert!(w.symlink(Some(b".."), b"x").is_err(), "dot-dot");
     assert!(w.symlink(None, b"x").is_err(), "nameless entry");
     let mut short: &[u8] = b"abc";
-    assert!(w.regular(Some(b"c"), false, 4, &mut short).is_err(), "file shrank");
+    assert!(
+        w.regular(Some(b"c"), false, 4, &mut short).is_err(),
+        "file shrank"
+    );
 }

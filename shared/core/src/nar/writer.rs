@@ -35,7 +35,13 @@ impl<W: Write> NarWriter<W> {
 
     /// A regular file of exactly `size` bytes read from `contents`.
     /// Fails if `contents` yields fewer or more bytes (the file changed).
-    pub fn regular(&mut self, name: Option<&[u8]>, executable: bool, size: u64, contents: &mut impl Read) -> Result<(), Error> {
+    pub fn regular(
+        &mut self,
+        name: Option<&[u8]>,
+        executable: bool,
+        size: u64,
+        contents: &mut impl Read,
+    ) -> Result<(), Error> {
         self.open_node(name)?;
         write_bytes(&mut self.w, b"regular")?;
         if executable {
@@ -49,16 +55,23 @@ impl<W: Write> NarWriter<W> {
         }
         let mut remaining = size;
         while remaining > 0 {
-            let want = self.buf.len().min(usize::try_from(remaining).unwrap_or(usize::MAX));
+            let want = self
+                .buf
+                .len()
+                .min(usize::try_from(remaining).unwrap_or(usize::MAX));
             let n = contents.read(&mut self.buf[..want])?;
             if n == 0 {
-                return Err(Error::Usage(format!("file shrank while being archived ({remaining} of {size} bytes missing)")));
+                return Err(Error::Usage(format!(
+                    "file shrank while being archived ({remaining} of {size} bytes missing)"
+                )));
             }
             self.w.write_all(&self.buf[..n])?;
             remaining -= n as u64;
         }
         if contents.read(&mut self.buf[..1])? != 0 {
-            return Err(Error::Usage(format!("file grew while being archived (beyond {size} bytes)")));
+            return Err(Error::Usage(format!(
+                "file grew while being archived (beyond {size} bytes)"
+            )));
         }
         self.w.write_all(&[0u8; 8][..padding(size)])?;
         write_bytes(&mut self.w, b")")?;
@@ -90,7 +103,9 @@ impl<W: Write> NarWriter<W> {
     /// Close the innermost directory.
     pub fn end_directory(&mut self) -> Result<(), Error> {
         if self.dirs.pop().is_none() {
-            return Err(Error::Usage("end_directory without an open directory".into()));
+            return Err(Error::Usage(
+                "end_directory without an open directory".into(),
+            ));
         }
         write_bytes(&mut self.w, b")")?;
         self.close_entry()
@@ -99,7 +114,9 @@ impl<W: Write> NarWriter<W> {
     /// Finish the NAR and return the writer (not flushed).
     pub fn finish(self) -> Result<W, Error> {
         if !self.root_written || !self.dirs.is_empty() {
-            return Err(Error::Usage("NAR finished before its root node was complete".into()));
+            return Err(Error::Usage(
+                "NAR finished before its root node was complete".into(),
+            ));
         }
         Ok(self.w)
     }
@@ -117,7 +134,11 @@ impl<W: Write> NarWriter<W> {
                 write_bytes(&mut self.w, name)?;
                 write_bytes(&mut self.w, b"node")?;
             }
-            _ => return Err(Error::Usage("a node needs a name exactly when it is inside a directory".into())),
+            _ => {
+                return Err(Error::Usage(
+                    "a node needs a name exactly when it is inside a directory".into(),
+                ));
+            }
         }
         write_bytes(&mut self.w, b"(")?;
         write_bytes(&mut self.w, b"type")?;

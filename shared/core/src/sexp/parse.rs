@@ -176,7 +176,11 @@ impl Parser<'_> {
             None => return Err(Error::Incomplete),
             Some(_) => return Err(bad),
         };
-        if bytes.len() == len { Ok(bytes) } else { Err(bad) }
+        if bytes.len() == len {
+            Ok(bytes)
+        } else {
+            Err(bad)
+        }
     }
 
     fn quoted(&mut self) -> Result<Vec<u8>, Error> {
@@ -204,17 +208,24 @@ impl Parser<'_> {
                         b'r' => out.push(b'\r'),
                         b'"' | b'\'' | b'\\' => out.push(e),
                         b'x' => {
-                            let digits = self.input.get(self.pos..self.pos + 2).ok_or(Error::Incomplete)?;
+                            let digits = self
+                                .input
+                                .get(self.pos..self.pos + 2)
+                                .ok_or(Error::Incomplete)?;
                             let hex = std::str::from_utf8(digits).map_err(|_| bad.clone())?;
                             out.push(u8::from_str_radix(hex, 16).map_err(|_| bad.clone())?);
                             self.pos += 2;
                         }
                         b'0'..=b'7' => {
-                            let digits = self.input.get(self.pos - 1..self.pos + 2).ok_or(Error::Incomplete)?;
+                            let digits = self
+                                .input
+                                .get(self.pos - 1..self.pos + 2)
+                                .ok_or(Error::Incomplete)?;
                             if !digits.iter().all(|d| (b'0'..=b'7').contains(d)) {
                                 return Err(bad);
                             }
-                            let value = digits.iter().fold(0u32, |v, d| v * 8 + u32::from(d - b'0'));
+                            let value =
+                                digits.iter().fold(0u32, |v, d| v * 8 + u32::from(d - b'0'));
                             out.push(u8::try_from(value).map_err(|_| bad.clone())?);
                             self.pos += 2;
                         }
@@ -251,7 +262,10 @@ impl Parser<'_> {
     fn hex(&mut self) -> Result<Vec<u8>, Error> {
         let offset = self.pos;
         let body = self.delimited(b'#')?;
-        crate::hex::decode(&body).ok_or(Error::BadAtom { what: "hex atom", offset })
+        crate::hex::decode(&body).ok_or(Error::BadAtom {
+            what: "hex atom",
+            offset,
+        })
     }
 
     fn base64(&mut self) -> Result<Vec<u8>, Error> {

@@ -10,7 +10,10 @@ fn atom(bytes: &[u8]) -> Sexp {
 fn printed_atom(bytes: &[u8]) -> String {
     let text = Sexp::List(vec![atom(b"x"), atom(bytes)]).to_advanced();
     let text = String::from_utf8_lossy(&text).into_owned();
-    text.strip_prefix("(x ").and_then(|t| t.strip_suffix(")\n")).unwrap().to_owned()
+    text.strip_prefix("(x ")
+        .and_then(|t| t.strip_suffix(")\n"))
+        .unwrap()
+        .to_owned()
 }
 
 #[test]
@@ -49,16 +52,31 @@ fn layout_matches_libgcrypt() {
         b"(public-key \n (ecc \n  (curve Ed25519)\n  (q #0102#)\n  )\n )\n"
     );
     assert_eq!(Sexp::parse(b"(acl)").unwrap().to_advanced(), b"(acl)\n");
-    assert_eq!(Sexp::parse(b"(a (b) c)").unwrap().to_advanced(), b"(a \n (b)\n c)\n");
-    assert_eq!(Sexp::parse(b"((a) (b))").unwrap().to_advanced(), b"(\n (a)\n (b)\n )\n");
-    assert_eq!(sexp.to_canonical(), b"(10:public-key(3:ecc(5:curve7:Ed25519)(1:q2:\x01\x02)))");
+    assert_eq!(
+        Sexp::parse(b"(a (b) c)").unwrap().to_advanced(),
+        b"(a \n (b)\n c)\n"
+    );
+    assert_eq!(
+        Sexp::parse(b"((a) (b))").unwrap().to_advanced(),
+        b"(\n (a)\n (b)\n )\n"
+    );
+    assert_eq!(
+        sexp.to_canonical(),
+        b"(10:public-key(3:ecc(5:curve7:Ed25519)(1:q2:\x01\x02)))"
+    );
 }
 
 #[test]
 fn parses_every_atom_syntax() {
     let check = |text: &[u8], expected: &[u8]| {
-        let parsed = Sexp::parse(text).unwrap_or_else(|e| panic!("{}: {e}", String::from_utf8_lossy(text)));
-        assert_eq!(parsed, Sexp::List(vec![atom(b"x"), atom(expected)]), "{}", String::from_utf8_lossy(text));
+        let parsed =
+            Sexp::parse(text).unwrap_or_else(|e| panic!("{}: {e}", String::from_utf8_lossy(text)));
+        assert_eq!(
+            parsed,
+            Sexp::List(vec![atom(b"x"), atom(expected)]),
+            "{}",
+            String::from_utf8_lossy(text)
+        );
     };
     check(b"(x abc)", b"abc");
     check(b"(x \"a\\nb\\x41\\101\\t\")", b"a\nbAA\t");
@@ -75,7 +93,14 @@ fn parses_every_atom_syntax() {
 
 #[test]
 fn rejects_malformed_input() {
-    let check = |text: &[u8], expected: Error| assert_eq!(Sexp::parse(text), Err(expected), "{}", String::from_utf8_lossy(text));
+    let check = |text: &[u8], expected: Error| {
+        assert_eq!(
+            Sexp::parse(text),
+            Err(expected),
+            "{}",
+            String::from_utf8_lossy(text)
+        )
+    };
     check(b"", Error::NotAList);
     check(b"abc", Error::NotAList);
     check(b"(a", Error::Incomplete);
@@ -83,13 +108,49 @@ fn rejects_malformed_input() {
     check(b"(a) (b)", Error::Trailing(4));
     check(b"(a))", Error::Trailing(3));
     check(b"(a [hint]b)", Error::DisplayHint(3));
-    check(b"(a #123#)", Error::BadAtom { what: "hex atom", offset: 3 });
-    check(b"(a |!!|)", Error::BadAtom { what: "base64 atom", offset: 3 });
-    check(b"(a \"\\q\")", Error::BadAtom { what: "quoted string", offset: 3 });
+    check(
+        b"(a #123#)",
+        Error::BadAtom {
+            what: "hex atom",
+            offset: 3,
+        },
+    );
+    check(
+        b"(a |!!|)",
+        Error::BadAtom {
+            what: "base64 atom",
+            offset: 3,
+        },
+    );
+    check(
+        b"(a \"\\q\")",
+        Error::BadAtom {
+            what: "quoted string",
+            offset: 3,
+        },
+    );
     check(b"(a 5:ab)", Error::Incomplete);
-    check(b"(a 3\"ab\")", Error::BadAtom { what: "length prefix", offset: 3 });
-    check(b"(a 99999999999999999999999:x)", Error::BadAtom { what: "length prefix", offset: 3 });
-    check(b"(a {)", Error::Unexpected { byte: b'{', offset: 3 });
+    check(
+        b"(a 3\"ab\")",
+        Error::BadAtom {
+            what: "length prefix",
+            offset: 3,
+        },
+    );
+    check(
+        b"(a 99999999999999999999999:x)",
+        Error::BadAtom {
+            what: "length prefix",
+            offset: 3,
+        },
+    );
+    check(
+        b"(a {)",
+        Error::Unexpected {
+            byte: b'{',
+            offset: 3,
+        },
+    );
     let deep = format!("{}{}", "(".repeat(MAX_DEPTH + 1), ")".repeat(MAX_DEPTH + 1));
     check(deep.as_bytes(), Error::TooDeep);
     let ok = format!("{}{}", "(".repeat(MAX_DEPTH), ")".repeat(MAX_DEPTH));
@@ -98,8 +159,12 @@ fn rejects_malformed_input() {
 
 #[test]
 fn find_token_searches_depth_first() {
-    let sexp = Sexp::parse(b"(signature (data (hash sha256 #01#)) (x (public-key (ecc))))").unwrap();
-    assert_eq!(sexp.find_token("public-key").unwrap().to_canonical(), b"(10:public-key(3:ecc))");
+    let sexp =
+        Sexp::parse(b"(signature (data (hash sha256 #01#)) (x (public-key (ecc))))").unwrap();
+    assert_eq!(
+        sexp.find_token("public-key").unwrap().to_canonical(),
+        b"(10:public-key(3:ecc))"
+    );
     assert_eq!(sexp.find_token("data").unwrap().child_atom("hash"), None);
     assert!(sexp.find_token("absent").is_none());
 }
@@ -108,8 +173,14 @@ fn arb_sexp() -> impl Strategy<Value = Sexp> {
     let leaf = prop::collection::vec(any::<u8>(), 0..12).prop_map(Sexp::Atom);
     let list = prop::collection::vec(leaf.clone(), 0..4).prop_map(Sexp::List);
     list.prop_recursive(5, 48, 6, |inner| {
-        prop::collection::vec(prop_oneof![inner, prop::collection::vec(any::<u8>(), 0..12).prop_map(Sexp::Atom)], 0..6)
-            .prop_map(Sexp::List)
+        prop::collection::vec(
+            prop_oneof![
+                inner,
+                prop::collection::vec(any::<u8>(), 0..12).prop_map(Sexp::Atom)
+            ],
+            0..6,
+        )
+        .prop_map(Sexp::List)
     })
 }
 
