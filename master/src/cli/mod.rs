@@ -29,6 +29,16 @@ pub enum Command {
     /// NARs and signed Guix export streams.
     #[command(subcommand)]
     Archive(ArchiveCommand),
+    /// Check this host's interoperability: golden vectors, real libgcrypt
+    /// (through Guile and guile-gcrypt, as Guix uses it) and Nix's nix-store.
+    ///
+    /// Exits 0 only if no check failed; a check whose program is missing is
+    /// reported as skipped.
+    SelfCheck {
+        /// Signatures per direction exchanged with libgcrypt.
+        #[arg(long, default_value_t = 200)]
+        count: usize,
+    },
 }
 
 /// `offload-master key …`
@@ -140,5 +150,31 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Key(cmd) => key::run(cmd),
         Command::Archive(cmd) => archive::run(cmd),
+        Command::SelfCheck { count } => self_check(count),
     }
+}
+
+#[allow(clippy::print_stdout)]
+fn self_check(count: usize) -> anyhow::Result<u8> {
+    let results = crate::self_check::run(count);
+    let (mut passed, mut failed, mut skipped) = (0, 0, 0);
+    for (name, outcome) in &results {
+        let (word, text) = match outcome {
+            crate::self_check::Outcome::Passed(t) => {
+                passed += 1;
+                ("ok     ", t)
+            }
+            crate::self_check::Outcome::Failed(t) => {
+                failed += 1;
+                ("FAILED ", t)
+            }
+            crate::self_check::Outcome::Skipped(t) => {
+                skipped += 1;
+                ("skipped", t)
+            }
+        };
+        println!("{word} {name}: {text}");
+    }
+    println!("self-check: {passed} passed, {failed} failed, {skipped} skipped");
+    Ok(if failed > 0 { EXIT_INVALID } else { 0 })
 }

@@ -54,8 +54,10 @@ fn is_ws(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0c | 0x0b)
 }
 
+/// Bytes of a bare token. NUL counts, as in libgcrypt, whose reader and
+/// printer both test `strchr(specials, byte)`, which finds the terminator.
 pub(super) fn is_token_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || TOKEN_SPECIALS.contains(&b)
+    b.is_ascii_alphanumeric() || TOKEN_SPECIALS.contains(&b) || b == 0
 }
 
 pub(super) fn parse(input: &[u8]) -> Result<Sexp, Error> {

@@ -85,7 +85,7 @@ fn encoding(bytes: &[u8]) -> Encoding {
         if control && !b"\x08\t\x0b\n\x0c\r\0".contains(&b) {
             return Encoding::Hex;
         }
-        if maybe_token && !is_token_byte(b) && b != 0 {
+        if maybe_token && !is_token_byte(b) {
             maybe_token = false;
         }
     }

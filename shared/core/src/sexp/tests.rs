@@ -28,6 +28,7 @@ fn atom_encoding_follows_libgcrypt() {
         (b"tab\there", "\"tab\\there\""),
         (b"q\"'\\", "\"q\\\"\\'\\\\\""),
         (b"a\x00b", "a\x00b"),
+        (b"....\x00**", "....\x00**"),
         (b"a \x00", "\"a \\x00\""),
         (b"\x00abc", "#00616263#"),
         (b"\x80", "#80#"),
@@ -89,6 +90,8 @@ fn parses_every_atom_syntax() {
     check(b"(x 3\"abc\")", b"abc");
     check(b"(x 2#0102#)", b"\x01\x02");
     check(b"  \t\n(x\x0bq)\r\n\x0c", b"q");
+    // libgcrypt prints an interior NUL raw inside a token, and reads it back.
+    check(b"(x a\x00b)", b"a\x00b");
 }
 
 #[test]
