@@ -75,3 +75,78 @@ pub fn verify(narinfo: &str, acl: &Acl) -> Option<Verdict> {
     let hash = Sha256::digest(signed.as_bytes());
     Some(sig.check(acl, &hash).verdict)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::SecretKey;
+
+    const SEC: &[u8] = include_bytes!("../vectors/ecc-test/signing-key.sec");
+
+    fn signed(body: &str, below: &str) -> String {
+        let key = SecretKey::parse(SEC).unwrap();
+        let hash = Sha256::digest(body.as_bytes());
+        let sig = Signature::create(&key, &hash).unwrap().to_advanced();
+        format!(
+            "{body}Signature: {}\n{below}",
+            encode_signature_field("example.org", &sig)
+        )
+    }
+
+    const BODY: &str = "StorePath: /gnu/store/0123456789abcdfghijklmnpqrsvwxyz-hello\nURL: nar/gzip/x\nCompression: gzip\nNarHash: sha256:0z40j90wg10bjj8cwazzxsjzb43dyy87076lpmvczbrryqk4mxgb\nNarSize: 128\nReferences: \n";
+
+    fn acl() -> Acl {
+        let mut acl = Acl::default();
+        acl.authorize(SecretKey::parse(SEC).unwrap().public_key());
+        acl
+    }
+
+    #[test]
+    fn fingerprint_is_the_text_before_the_first_signature() {
+        let text = signed(BODY, "FileSize: 10\n");
+        assert_eq!(fingerprint(&text), BODY);
+        assert_eq!(verify(&text, &acl()), Some(Verdict::Valid));
+        // Fields below the signature are not authenticated.
+        assert_eq!(
+            verify(&text.replace("FileSize: 10", "FileSize: 99"), &acl()),
+            Some(Verdict::Valid)
+        );
+        // Fields above it are.
+        assert_eq!(
+            verify(&text.replace("NarSize: 128", "NarSize: 129"), &acl()),
+            Some(Verdict::HashMismatch)
+        );
+        assert_eq!(verify(&text, &Acl::default()), Some(Verdict::Unauthorized));
+    }
+
+    #[test]
+    fn incomplete_or_broken_signatures() {
+        let no_refs = BODY.replace("References: \n", "");
+        assert_eq!(
+            verify(&signed(&no_refs, ""), &acl()),
+            None,
+            "unsigned without References"
+        );
+        assert_eq!(verify(BODY, &acl()), None);
+        assert_eq!(
+            verify(&format!("{BODY}Signature: 1;host;!!!\n"), &acl()),
+            Some(Verdict::Corrupt)
+        );
+        assert_eq!(
+            verify(&format!("{BODY}Signature: 2;host;YQ==\n"), &acl()),
+            Some(Verdict::Corrupt)
+        );
+    }
+
+    #[test]
+    fn signature_field_is_latin1_in_utf8_in_base64() {
+        let raw = b"(x \"\xe9\")\n";
+        let field = encode_signature_field("h", raw);
+        let b64 = field.rsplit(';').next().unwrap();
+        assert_eq!(
+            BASE64.decode(b64.as_bytes()).unwrap(),
+            "(x \"\u{e9}\")\n".as_bytes()
+        );
+        assert_eq!(decode_signature_field(&field).unwrap(), raw);
+    }
+}
