@@ -11,4 +11,5 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod cli;
+pub mod machines;
 pub mod self_check;

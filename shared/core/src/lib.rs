@@ -14,6 +14,7 @@
 
 pub mod acl;
 pub mod crypto;
+pub mod derivation;
 pub mod export;
 pub mod hashing;
 pub mod hex;

@@ -1,0 +1,3 @@
+//! Static build machines: `/etc/guix/machines.scm` and Nix machines files.
+
+pub mod nix_file;

@@ -1,0 +1,1 @@
+//! Nix 2.8 machines files (stub, being written).

@@ -1,0 +1,1 @@
+//! ATerm derivations (stub, being written).
