@@ -168,9 +168,12 @@ fn frames(mut data: &[u8]) -> anyhow::Result<Vec<Vec<u8>>> {
             .position(|b| *b == b'\n')
             .context("frame length line")?;
         let len: usize = std::str::from_utf8(&data[..nl])?.parse()?;
-        let body = data.get(nl + 1..nl + 1 + len).context("truncated frame")?;
+        let end = (nl + 1)
+            .checked_add(len)
+            .context("frame length overflows")?;
+        let body = data.get(nl + 1..end).context("truncated frame")?;
         out.push(body.to_vec());
-        data = &data[nl + 1 + len..];
+        data = &data[end..];
     }
     Ok(out)
 }

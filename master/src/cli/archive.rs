@@ -89,13 +89,13 @@ pub(super) fn run(cmd: ArchiveCommand) -> anyhow::Result<u8> {
         }
         ArchiveCommand::Import { acl, to, store_dir } => {
             let acl = acl_file::load(&acl.unwrap_or_else(paths::default_acl))?;
-            let store_dir = store_dir.as_deref().map(StoreDir::new).transpose()?;
+            let store_dir = StoreDir::new(&store_dir)?;
             std::fs::create_dir_all(&to).with_context(|| format!("creating {}", to.display()))?;
             let mut outcomes = Vec::new();
             let result = import_dir::import_stream(
                 stdin,
                 &to,
-                store_dir.as_ref(),
+                &store_dir,
                 &acl,
                 Limits::default(),
                 &mut outcomes,

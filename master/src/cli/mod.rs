@@ -139,9 +139,9 @@ pub enum ArchiveCommand {
         /// The directory to import into (created if missing).
         #[arg(long)]
         to: PathBuf,
-        /// Accept only items of this logical store directory.
-        #[arg(long)]
-        store_dir: Option<String>,
+        /// The logical store directory the items (and their references) must be in.
+        #[arg(long, default_value = "/gnu/store")]
+        store_dir: String,
     },
 }
 

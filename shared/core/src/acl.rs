@@ -5,8 +5,9 @@
 //! entry := (entry PUBLIC-KEY (tag (guix import)))
 //! ```
 //!
-//! Parsing is strict, as in Guix: any other shape makes the whole ACL
-//! invalid. Membership is structural equality of the parsed key
+//! Parsing is strict, as in Guix (`acl->public-keys`): any other shape
+//! makes the whole ACL invalid; an entry's subject may be any
+//! s-expression, as there. Membership is structural equality of the parsed key
 //! s-expression. The file is a trust decision, so entries are kept exactly
 //! as read; keys Guix cannot use (EdDSA, unknown algorithms) are kept too
 //! and simply never match a valid signature.
@@ -47,7 +48,7 @@ impl Acl {
             .map(|(i, entry)| {
                 parse_entry(entry).ok_or_else(|| {
                     Error::Shape(format!(
-                        "entry {} is not (entry (public-key …) (tag (guix import)))",
+                        "entry {} is not (entry KEY (tag (guix import)))",
                         i + 1
                     ))
                 })
@@ -103,6 +104,5 @@ fn parse_entry(entry: &Sexp) -> Option<Sexp> {
         return None;
     };
     let import = Sexp::tagged("tag", [Sexp::tagged("guix", [Sexp::atom("import")])]);
-    (tag.as_atom() == Some(b"entry") && key.tag() == Some(b"public-key") && *acl_tag == import)
-        .then(|| key.clone())
+    (tag.as_atom() == Some(b"entry") && *acl_tag == import).then(|| key.clone())
 }

@@ -44,7 +44,9 @@ impl Default for Limits {
         Self {
             nar: nar::Limits::default(),
             max_path_len: 4096,
-            max_references: 1 << 16,
+            // Held in memory before the signature is checked; real items
+            // have at most a few thousand direct references.
+            max_references: 8192,
         }
     }
 }

@@ -152,13 +152,20 @@ pub struct SecretKey {
 }
 
 impl SecretKey {
-    /// Read a secret key from text.
+    /// Read a secret key from text. The parsed s-expression, which holds
+    /// the secret, is wiped before returning.
     pub fn parse(text: &[u8]) -> Result<Self, Error> {
-        let sexp = Sexp::parse(text)?;
+        let mut sexp = Sexp::parse(text)?;
+        let key = Self::from_secret_sexp(&sexp);
+        sexp.zeroize();
+        key
+    }
+
+    fn from_secret_sexp(sexp: &Sexp) -> Result<Self, Error> {
         if sexp.tag() != Some(b"private-key") {
             return Err(shape("s-expression does not denote a private key"));
         }
-        match key_body(&sexp)? {
+        match key_body(sexp)? {
             (b"ecc", body) => {
                 check_curve(body)?;
                 if has_eddsa_flag(body) {
@@ -168,7 +175,7 @@ impl SecretKey {
                     ));
                 }
                 let q = ecc_q(body)?;
-                let d = ecdsa::SecretScalar::from_be(&mpi(body, "d")?)?;
+                let d = ecdsa::SecretScalar::from_be(&zeroize::Zeroizing::new(mpi(body, "d")?))?;
                 if d.public_key() != q {
                     return Err(shape("secret key is inconsistent: q is not d·G"));
                 }
@@ -215,12 +222,33 @@ impl SecretKey {
         &self.public
     }
 
+    /// Use `public` (the `signing-key.pub` next to the secret key, as Guix's
+    /// signing agent does) as the key embedded in signatures. It must hold
+    /// the same key; its exact s-expression is kept, so ACL entries made
+    /// from that file match our signatures structurally.
+    pub fn with_public_key(mut self, public: PublicKey) -> Result<Self, Error> {
+        let same = match (&public.params, &self.public.params) {
+            (PublicParams::Ecdsa { q: a }, PublicParams::Ecdsa { q: b }) => a == b,
+            (PublicParams::Rsa { n: n1, e: e1 }, PublicParams::Rsa { n: n2, e: e2 }) => {
+                strip_zeros(n1) == strip_zeros(n2) && strip_zeros(e1) == strip_zeros(e2)
+            }
+            _ => false,
+        };
+        if !same {
+            return Err(shape(
+                "the public key file does not belong to the secret key",
+            ));
+        }
+        self.public = public;
+        Ok(self)
+    }
+
     /// The `signing-key.sec` text as libgcrypt prints it; `None` for RSA keys,
     /// which this program never writes.
     pub fn to_advanced(&self) -> Option<zeroize::Zeroizing<Vec<u8>>> {
         let d = self.secret.as_ref()?;
         let q = self.public.ecc_q()?;
-        let sexp = Sexp::tagged(
+        let mut sexp = Sexp::tagged(
             "private-key",
             [Sexp::tagged(
                 "ecc",
@@ -231,7 +259,9 @@ impl SecretKey {
                 ],
             )],
         );
-        Some(zeroize::Zeroizing::new(sexp.to_advanced()))
+        let text = zeroize::Zeroizing::new(sexp.to_advanced());
+        sexp.zeroize();
+        Some(text)
     }
 
     /// Sign `hash`, returning the `(sig-val (ecdsa (r …) (s …)))` list.
@@ -312,6 +342,11 @@ fn ecc_q(body: &Sexp) -> Result<[u8; 32], Error> {
         .decompress()
         .ok_or(Error::Crypto(ecdsa::Error::BadPoint))?;
     Ok(q)
+}
+
+fn strip_zeros(bytes: &[u8]) -> &[u8] {
+    let start = bytes.iter().position(|b| *b != 0).unwrap_or(bytes.len());
+    &bytes[start..]
 }
 
 fn mpi(body: &Sexp, name: &str) -> Result<Vec<u8>, Error> {

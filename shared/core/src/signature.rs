@@ -6,12 +6,14 @@
 //!            (public-key …))
 //! ```
 //!
-//! Verification follows Guix's `signature-status`, in this order: missing
-//! parts → [`Verdict::Corrupt`]; public key not structurally in the ACL →
-//! [`Verdict::Unauthorized`]; signed hash ≠ expected hash →
-//! [`Verdict::HashMismatch`]; cryptographic check fails →
-//! [`Verdict::Invalid`]. The hash comparison matters: ECDSA here covers only
-//! the top 253 bits of H.
+//! Verification follows Guix's `signature-status`, in this order: no
+//! `data` or no `public-key` list → [`Verdict::Corrupt`]; public key not
+//! structurally in the ACL → [`Verdict::Unauthorized`]; the value of the
+//! `(hash ALGO VALUE)` found in `data` (depth-first, as `find-sexp-token`)
+//! missing or ≠ the expected hash → [`Verdict::HashMismatch`]; anything
+//! that makes `gcry_pk_verify` fail (no `sig-val`, an unusable key, a wrong
+//! signature) → [`Verdict::Invalid`]. The hash comparison matters: ECDSA
+//! here covers only the top 253 bits of H.
 
 use std::fmt;
 
@@ -49,18 +51,22 @@ impl Verdict {
         }
     }
 
-    /// What the verdict means, for error messages.
+    /// What the verdict means and what to do, for error messages.
     pub fn explain(self) -> &'static str {
         match self {
             Self::Valid => "valid signature",
             Self::Unauthorized => {
-                "the signing key is not in the ACL (authorize it with `offload-master key authorize`)"
+                "the signing key is not in the ACL; if you trust it, add it with `offload-master key authorize`"
             }
             Self::HashMismatch => {
-                "the signed hash does not match the content (corrupt or tampered archive)"
+                "the signed hash does not match the content: the archive is corrupt or was tampered with; do not use it, transfer it again"
             }
-            Self::Invalid => "invalid signature",
-            Self::Corrupt => "corrupt signature data",
+            Self::Invalid => {
+                "invalid signature: the archive was altered or the signature forged; do not use it, transfer it again"
+            }
+            Self::Corrupt => {
+                "corrupt signature data (no data or public-key part): transfer the archive again"
+            }
         }
     }
 }
@@ -117,37 +123,44 @@ impl Signature {
         PublicKey::from_sexp(self.sexp.find_token("public-key")?.clone()).ok()
     }
 
-    /// The hash value inside `(data … (hash ALGO VALUE))`.
+    /// The hash value of the `(hash ALGO VALUE)` list inside `data`.
     pub fn signed_hash(&self) -> Option<&[u8]> {
-        match self.sexp.find_token("data")?.child("hash")? {
-            [_algo, value] => value.as_atom(),
+        match self
+            .sexp
+            .find_token("data")?
+            .find_token("hash")?
+            .as_list()?
+        {
+            [_tag, _algo, value] => value.as_atom(),
             _ => None,
         }
     }
 
     /// Check the signature as Guix does (see the module documentation).
     pub fn check(&self, acl: &Acl, expected_hash: &[u8]) -> Checked {
-        let subject = self.sexp.find_token("public-key");
-        let signed_hash = self.signed_hash();
-        let (Some(subject), Some(signed_hash)) = (subject, signed_hash) else {
+        let (Some(subject), Some(_data)) = (
+            self.sexp.find_token("public-key"),
+            self.sexp.find_token("data"),
+        ) else {
             return Checked {
                 verdict: Verdict::Corrupt,
                 signer: None,
             };
         };
         let signer = PublicKey::from_sexp(subject.clone()).ok();
+        let signed_hash = self.signed_hash();
         let verdict = if !acl.contains(subject) {
             Verdict::Unauthorized
-        } else if signed_hash != expected_hash {
+        } else if signed_hash != Some(expected_hash) {
             Verdict::HashMismatch
         } else {
             match (&signer, self.sexp.find_token("sig-val")) {
-                (Some(key), Some(sig_val)) => match key.verify(sig_val, signed_hash) {
-                    Ok(true) => Verdict::Valid,
-                    Ok(false) => Verdict::Invalid,
-                    Err(_) => Verdict::Corrupt,
-                },
-                _ => Verdict::Corrupt,
+                (Some(key), Some(sig_val))
+                    if key.verify(sig_val, expected_hash).unwrap_or(false) =>
+                {
+                    Verdict::Valid
+                }
+                _ => Verdict::Invalid,
             }
         };
         Checked { verdict, signer }

@@ -10,7 +10,7 @@ use std::io::{self, Read, Write};
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The underlying reader failed or ended early.
-    #[error("{0}")]
+    #[error("{}", describe_io(.0))]
     Io(#[from] io::Error),
     /// A length past the limit for this field.
     #[error("{field} is {len} bytes, more than the limit of {max}")]
@@ -25,6 +25,14 @@ pub enum Error {
     /// Padding bytes that are not zero.
     #[error("non-zero padding after {0}")]
     BadPadding(&'static str),
+}
+
+fn describe_io(e: &io::Error) -> String {
+    if e.kind() == io::ErrorKind::UnexpectedEof {
+        "truncated input: it ends in the middle of an item (was the transfer cut off? send it again)".into()
+    } else {
+        e.to_string()
+    }
 }
 
 /// Padding after `len` bytes of data.

@@ -506,3 +506,93 @@ fn generated_keys_have_libgcrypts_shape() {
     let reparsed = SecretKey::parse(&text).unwrap();
     assert_eq!(reparsed.public_key(), key.public_key());
 }
+
+/// Guix's `signature-status`: corrupt only without `data` or `public-key`;
+/// a `data` without a hash is a hash mismatch; anything that makes
+/// `gcry_pk_verify` fail is invalid.
+#[test]
+fn verdicts_follow_guix_order() {
+    let acl = ecc_acl();
+    let h =
+        hex::decode(b"A56420A104661BECBFEED24046113FF3E0503F7B33F5A449141C4E4A6D89CBB7").unwrap();
+    let text = vector!("ecc-test/export-hello.sig");
+    let mut sexp = Sexp::parse(text).unwrap();
+    let verdict = |s: &Sexp| {
+        Signature::parse(&s.to_advanced())
+            .unwrap()
+            .check(&acl, &h)
+            .verdict
+    };
+    assert_eq!(verdict(&sexp), Verdict::Valid);
+    let Sexp::List(items) = &mut sexp else {
+        panic!()
+    };
+    let (data, sig_val, key) = (items[1].clone(), items[2].clone(), items[3].clone());
+    let sig = |parts: Vec<Sexp>| Sexp::tagged("signature", parts);
+    assert_eq!(
+        verdict(&sig(vec![sig_val.clone(), key.clone()])),
+        Verdict::Corrupt,
+        "no data"
+    );
+    assert_eq!(
+        verdict(&sig(vec![data.clone(), sig_val.clone()])),
+        Verdict::Corrupt,
+        "no public-key"
+    );
+    let no_hash = Sexp::tagged("data", [Sexp::tagged("flags", [Sexp::atom("rfc6979")])]);
+    assert_eq!(
+        verdict(&sig(vec![no_hash, sig_val.clone(), key.clone()])),
+        Verdict::HashMismatch
+    );
+    assert_eq!(
+        verdict(&sig(vec![data.clone(), key.clone()])),
+        Verdict::Invalid,
+        "no sig-val"
+    );
+    let bogus = Sexp::tagged(
+        "sig-val",
+        [Sexp::tagged(
+            "rsa",
+            [Sexp::tagged("s", [Sexp::atom([1u8])])],
+        )],
+    );
+    assert_eq!(
+        verdict(&sig(vec![data, bogus, key])),
+        Verdict::Invalid,
+        "wrong algorithm"
+    );
+}
+
+#[test]
+fn hex_escapes_need_two_hex_digits() {
+    assert!(Sexp::parse(b"(a \"\\x+f\")").is_err());
+    assert_eq!(
+        Sexp::parse(b"(a \"\\x4a\")").unwrap(),
+        Sexp::tagged("a", [Sexp::atom("J")])
+    );
+}
+
+#[test]
+fn acl_entries_may_have_any_subject_as_in_guix() {
+    let acl = Acl::parse(
+        b"(acl (entry (hash sha256 #00#) (tag (guix import))) (entry foo (tag (guix import))))",
+    )
+    .unwrap();
+    assert_eq!(acl.keys().len(), 2);
+    assert!(Acl::parse(b"(acl (entry foo (tag (guix export))))").is_err());
+}
+
+#[test]
+fn with_public_key_keeps_the_files_layout_and_rejects_other_keys() {
+    let key = SecretKey::parse(ECC_SEC).unwrap();
+    let own = PublicKey::parse(b"(public-key (ecc (curve \"Ed25519\") (q |8oWQZc/AUMEN0g/EeeAHK8IfLxtzLj2oDgUSErzo+qY=|)))").unwrap();
+    let key = key.with_public_key(own.clone()).unwrap();
+    assert_eq!(key.public_key(), &own);
+    let other = PublicKey::parse(vector!("farm-keys/berlin.guix.gnu.org.pub")).unwrap();
+    assert!(
+        SecretKey::parse(ECC_SEC)
+            .unwrap()
+            .with_public_key(other)
+            .is_err()
+    );
+}

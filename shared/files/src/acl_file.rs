@@ -9,7 +9,7 @@ use offload_core::acl::{self, Acl};
 use offload_core::keys::PublicKey;
 
 use crate::atomic;
-use crate::key_file::read_limited;
+use crate::key_file::{self, read_limited};
 
 /// Largest ACL file read.
 pub const MAX_ACL_FILE: u64 = 16 << 20;
@@ -60,13 +60,28 @@ pub fn load(path: &Path) -> Result<Acl, Error> {
     })
 }
 
-/// Prepend `key` to the ACL at `path` (created if missing), atomically,
-/// mode 0644. A symlink is replaced by a regular file, with a warning.
-/// Returns false when the key was already authorized.
+/// Prepend `key` to the ACL at `path`, atomically, mode 0644. A symlink is
+/// replaced by a regular file, with a warning. Returns false when the key
+/// was already authorized.
+///
+/// A missing ACL starts, as with Guix's `ensure-acl`, from the machine's own
+/// key when `signing-key.pub` exists next to it: authorizing another key
+/// must not lock the machine out of its own archives.
 pub fn authorize(path: &Path, key: &PublicKey) -> Result<bool, Error> {
     let mut acl = match load(path) {
         Ok(acl) => acl,
-        Err(Error::Missing(_)) => Acl::default(),
+        Err(Error::Missing(_)) => {
+            let mut acl = Acl::default();
+            let own = path.with_file_name("signing-key.pub");
+            if own.exists() {
+                let own_key = key_file::load_public(&own).map_err(|e| Error::Io {
+                    path: own.clone(),
+                    source: io::Error::other(e.to_string()),
+                })?;
+                acl.authorize(&own_key);
+            }
+            acl
+        }
         Err(e) => return Err(e),
     };
     if !acl.authorize(key) {

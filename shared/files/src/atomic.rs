@@ -22,10 +22,46 @@ pub fn temp_sibling(path: &Path, tag: &str) -> io::Result<PathBuf> {
     Ok(path.with_file_name(name))
 }
 
+/// Rename `from` to `to` unless `to` exists (`renameat2(RENAME_NOREPLACE)`),
+/// so a concurrent writer's file is never replaced. Fails with
+/// `AlreadyExists` if `to` exists. On filesystems without the flag, falls
+/// back to a check followed by a plain rename.
+pub fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    use rustix::fs::{CWD, RenameFlags, renameat_with};
+    match renameat_with(CWD, from, CWD, to, RenameFlags::NOREPLACE) {
+        Ok(()) => Ok(()),
+        Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS) => {
+            if fs::symlink_metadata(to).is_ok() {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!("{} exists", to.display()),
+                ));
+            }
+            fs::rename(from, to)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Create `path` with `contents` and mode `mode`, atomically, failing with
+/// `AlreadyExists` if it exists (never replacing it).
+pub fn create_file(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
+    write_with(path, contents, mode, rename_noreplace)
+}
+
 /// Replace `path` with `contents` atomically, with permission bits `mode`.
 /// The file is created with `mode` from the start, so a secret is never
 /// readable by others, not even briefly.
 pub fn write_file(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
+    write_with(path, contents, mode, |from, to| fs::rename(from, to))
+}
+
+fn write_with(
+    path: &Path,
+    contents: &[u8],
+    mode: u32,
+    rename: impl FnOnce(&Path, &Path) -> io::Result<()>,
+) -> io::Result<()> {
     let tmp = temp_sibling(path, "tmp")?;
     let result = (|| {
         let mut file = OpenOptions::new()
@@ -37,7 +73,7 @@ pub fn write_file(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
         // The umask may have cleared bits of `mode`.
         file.set_permissions(fs::Permissions::from_mode(mode))?;
         file.sync_all()?;
-        fs::rename(&tmp, path)?;
+        rename(&tmp, path)?;
         sync_parent(path)
     })();
     if result.is_err() {

@@ -11,6 +11,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use offload_core::nar::{self, NarWriter};
+use rustix::fs::{Mode, OFlags};
 
 /// Why a tree could not be archived. Every variant names the path.
 #[derive(Debug, thiserror::Error)]
@@ -66,7 +67,25 @@ fn node<W: Write>(nar: &mut NarWriter<W>, path: &Path, name: Option<&[u8]>) -> R
     };
     let ft = meta.file_type();
     if ft.is_file() {
-        let mut file = File::open(path).map_err(io_err(path))?;
+        // Open without following a symlink, and take type, mode and size from
+        // the open file itself: what was checked is what is read.
+        let fd = rustix::fs::open(
+            path,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| Error::Io {
+            path: path.to_owned(),
+            source: e.into(),
+        })?;
+        let mut file = File::from(fd);
+        let meta = file.metadata().map_err(io_err(path))?;
+        if !meta.is_file() {
+            return Err(Error::Io {
+                path: path.to_owned(),
+                source: io::Error::other("changed while being archived"),
+            });
+        }
         let executable = meta.permissions().mode() & 0o100 != 0;
         nar.regular(name, executable, meta.len(), &mut file)
             .map_err(nar_err)

@@ -44,8 +44,10 @@ pub enum Error {
         source: io::Error,
     },
     /// Items refer to each other in a cycle.
-    #[error("reference cycle among {0}")]
-    Cycle(String),
+    #[error(
+        "reference cycle: {0} and {1} refer to each other (directly or through other items); store items cannot"
+    )]
+    Cycle(String, String),
     /// Signing failed.
     #[error("signing: {0}")]
     Sign(#[from] offload_core::keys::Error),
@@ -172,6 +174,7 @@ fn topological_order(items: &[Item]) -> Result<Vec<usize>, Error> {
     let mut order = Vec::with_capacity(items.len());
     fn visit(
         i: usize,
+        from: usize,
         deps: &[Vec<usize>],
         state: &mut [u8],
         order: &mut Vec<usize>,
@@ -179,19 +182,24 @@ fn topological_order(items: &[Item]) -> Result<Vec<usize>, Error> {
     ) -> Result<(), Error> {
         match state[i] {
             2 => return Ok(()),
-            1 => return Err(Error::Cycle(items[i].store_path.to_string())),
+            1 => {
+                return Err(Error::Cycle(
+                    items[from].store_path.to_string(),
+                    items[i].store_path.to_string(),
+                ));
+            }
             _ => {}
         }
         state[i] = 1;
         for &d in &deps[i] {
-            visit(d, deps, state, order, items)?;
+            visit(d, i, deps, state, order, items)?;
         }
         state[i] = 2;
         order.push(i);
         Ok(())
     }
     for i in 0..items.len() {
-        visit(i, &deps, &mut state, &mut order, items)?;
+        visit(i, i, &deps, &mut state, &mut order, items)?;
     }
     // Duplicated PATH arguments are written once.
     let mut seen = std::collections::HashSet::new();

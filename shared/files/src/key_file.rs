@@ -35,6 +35,11 @@ pub enum Error {
     /// A secret key readable by group or others (the Guix daemon refuses these too).
     #[error("file `{0}' should be secret (inaccessible to everybody else)! Run `chmod 0400` on it")]
     NotSecret(PathBuf),
+    /// The key file does not exist.
+    #[error(
+        "{0}: no such key file; create a key pair with `offload-master key generate`, or name the key with --key"
+    )]
+    Missing(PathBuf),
     /// `generate` would overwrite a key.
     #[error("key pair exists under '{0}'; remove it first")]
     Exists(PathBuf),
@@ -57,25 +62,61 @@ pub fn read_limited(path: &Path, max: u64) -> io::Result<Vec<u8>> {
 }
 
 fn read_key_file(path: &Path) -> Result<Vec<u8>, Error> {
-    read_limited(path, MAX_KEY_FILE).map_err(|source| Error::Io {
-        path: path.to_owned(),
-        source,
-    })
+    read_limited(path, MAX_KEY_FILE).map_err(|source| key_io(path, source))
 }
 
-/// Load a secret key, refusing one that others can read.
+/// An I/O error on a key file; a missing file says how to make one.
+fn key_io(path: &Path, source: io::Error) -> Error {
+    if source.kind() == io::ErrorKind::NotFound {
+        Error::Missing(path.to_owned())
+    } else {
+        Error::Io {
+            path: path.to_owned(),
+            source,
+        }
+    }
+}
+
+/// Load a secret key, refusing one that others can read. The permission
+/// check and the read use the same open file. When `signing-key.pub` sits
+/// next to it (`.sec` → `.pub`), that file is the public key embedded in
+/// signatures, as with Guix's signing agent.
 pub fn load_secret(path: &Path) -> Result<SecretKey, Error> {
-    let meta = fs::metadata(path).map_err(|source| Error::Io {
-        path: path.to_owned(),
-        source,
-    })?;
+    let mut file = fs::File::open(path).map_err(|source| key_io(path, source))?;
+    let meta = file.metadata().map_err(|source| key_io(path, source))?;
     if meta.permissions().mode() & 0o077 != 0 {
         return Err(Error::NotSecret(path.to_owned()));
     }
-    SecretKey::parse(&read_key_file(path)?).map_err(|source| Error::Key {
+    if meta.len() > MAX_KEY_FILE {
+        return Err(Error::Io {
+            path: path.to_owned(),
+            source: io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("larger than {MAX_KEY_FILE} bytes"),
+            ),
+        });
+    }
+    // Sized up front so the buffer holding the secret is never reallocated.
+    let mut text = zeroize::Zeroizing::new(Vec::with_capacity(meta.len() as usize + 1));
+    (&mut file)
+        .take(MAX_KEY_FILE)
+        .read_to_end(&mut text)
+        .map_err(|source| key_io(path, source))?;
+    let key = SecretKey::parse(&text).map_err(|source| Error::Key {
         path: path.to_owned(),
         source,
-    })
+    })?;
+    let public_path = public_path_for(path);
+    match fs::symlink_metadata(&public_path) {
+        Ok(_) => {
+            let public = load_public(&public_path)?;
+            key.with_public_key(public).map_err(|source| Error::Key {
+                path: public_path,
+                source,
+            })
+        }
+        Err(_) => Ok(key),
+    }
 }
 
 /// Load a public key file.
@@ -111,14 +152,19 @@ pub fn generate(dir: &Path) -> Result<PublicKey, Error> {
     let secret_text = key
         .to_advanced()
         .ok_or_else(|| Error::Random("generated key cannot be printed".into()))?;
-    atomic::write_file(&secret_path, &secret_text, 0o400).map_err(|source| Error::Io {
-        path: secret_path.clone(),
-        source,
-    })?;
+    let exists = |e: io::Error, path: &Path| match e.kind() {
+        io::ErrorKind::AlreadyExists => Error::Exists(dir.to_owned()),
+        _ => Error::Io {
+            path: path.to_owned(),
+            source: e,
+        },
+    };
+    // Never replace a key that appeared meanwhile.
+    atomic::create_file(&secret_path, &secret_text, 0o400).map_err(|e| exists(e, &secret_path))?;
     let public = key.public_key().clone();
-    atomic::write_file(&public_path, &public.to_advanced(), 0o444).map_err(|source| Error::Io {
-        path: public_path,
-        source,
-    })?;
+    if let Err(e) = atomic::create_file(&public_path, &public.to_advanced(), 0o444) {
+        let _ = fs::remove_file(&secret_path);
+        return Err(exists(e, &public_path));
+    }
     Ok(public)
 }

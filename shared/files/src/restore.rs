@@ -60,7 +60,15 @@ pub fn restore_atomically<R: Read>(nar: &mut NarReader<R>, dest: &Path) -> Resul
         return Err(Error::Exists(dest.to_owned()));
     }
     let tmp = atomic::temp_sibling(dest, "restore").map_err(io_err(dest))?;
-    let result = restore(nar, &tmp).and_then(|()| fs::rename(&tmp, dest).map_err(io_err(dest)));
+    let result = restore(nar, &tmp).and_then(|()| {
+        atomic::rename_noreplace(&tmp, dest).map_err(|e| match e.kind() {
+            io::ErrorKind::AlreadyExists => Error::Exists(dest.to_owned()),
+            _ => Error::Io {
+                path: dest.to_owned(),
+                source: e,
+            },
+        })
+    });
     if result.is_err() {
         let _ = atomic::remove_tree(&tmp);
     }

@@ -61,7 +61,7 @@ fn import(
     let result = import_dir::import_stream(
         stream,
         dir,
-        Some(&StoreDir::default()),
+        &StoreDir::default(),
         acl,
         Default::default(),
         &mut outcomes,
@@ -113,11 +113,9 @@ fn unauthorized_and_missing_references_import_nothing() {
     other.authorize(SecretKey::from_random(&[9; 32]).public_key());
     let (result, outcomes) = import(&f.stream, out.path(), &other);
     result.unwrap();
-    assert!(
-        outcomes
-            .iter()
-            .all(|o| o.check.word() == "unauthorized" && o.result.is_err())
-    );
+    assert!(outcomes.iter().all(|o| o.verdict
+        == Some(offload_core::signature::Verdict::Unauthorized)
+        && o.result.is_err()));
     assert!(entries(out.path()).is_empty());
     // B alone: its reference A is neither present nor earlier in the stream.
     let mut only_b = Vec::new();
@@ -219,4 +217,39 @@ proptest! {
             prop_assert!(matches!(result, Err(import_dir::Error::Trailing)));
         }
     }
+}
+
+#[test]
+fn items_of_another_store_directory_are_refused() {
+    let f = fixture();
+    let out = tempfile::tempdir().unwrap();
+    let mut outcomes = Vec::new();
+    let nix = StoreDir::new("/nix/store").unwrap();
+    import_dir::import_stream(
+        f.stream.as_slice(),
+        out.path(),
+        &nix,
+        &f.acl,
+        Default::default(),
+        &mut outcomes,
+    )
+    .unwrap();
+    let why = outcomes[0].result.as_ref().unwrap_err();
+    assert!(
+        why.contains("is not in the store directory /nix/store"),
+        "{why}"
+    );
+    assert!(entries(out.path()).is_empty());
+}
+
+#[test]
+fn truncation_errors_name_the_item() {
+    let f = fixture();
+    let out = tempfile::tempdir().unwrap();
+    let (result, _) = import(&f.stream[..f.a_len + 100], out.path(), &f.acl);
+    let err = result.unwrap_err().to_string();
+    assert!(
+        err.contains("item 2 of the stream (after /gnu/store/") && err.contains("truncated"),
+        "{err}"
+    );
 }

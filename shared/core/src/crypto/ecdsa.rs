@@ -111,7 +111,11 @@ impl SecretScalar {
             if r == Scalar::ZERO {
                 continue;
             }
-            let s = k.invert() * (e + r * self.scalar);
+            let mut k_inv = k.invert();
+            let s = k_inv * (e + r * self.scalar);
+            k_inv.zeroize();
+            let mut k = k;
+            k.zeroize();
             if s == Scalar::ZERO {
                 continue;
             }

@@ -113,6 +113,14 @@ impl Sexp {
             .map(|items| &items[1..])
     }
 
+    /// Overwrite every atom with zeros (for s-expressions holding secrets).
+    pub fn zeroize(&mut self) {
+        match self {
+            Self::Atom(bytes) => zeroize::Zeroize::zeroize(bytes),
+            Self::List(items) => items.iter_mut().for_each(Self::zeroize),
+        }
+    }
+
     /// The single atom value of the direct child `(token VALUE)`.
     pub fn child_atom(&self, token: &str) -> Option<&[u8]> {
         match self.child(token)? {

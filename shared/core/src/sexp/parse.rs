@@ -214,8 +214,10 @@ impl Parser<'_> {
                                 .input
                                 .get(self.pos..self.pos + 2)
                                 .ok_or(Error::Incomplete)?;
-                            let hex = std::str::from_utf8(digits).map_err(|_| bad.clone())?;
-                            out.push(u8::from_str_radix(hex, 16).map_err(|_| bad.clone())?);
+                            if !digits.iter().all(u8::is_ascii_hexdigit) {
+                                return Err(bad);
+                            }
+                            out.extend(crate::hex::decode(digits).ok_or_else(|| bad.clone())?);
                             self.pos += 2;
                         }
                         b'0'..=b'7' => {

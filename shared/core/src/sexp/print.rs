@@ -31,7 +31,22 @@ fn flatten<'a>(sexp: &'a Sexp, out: &mut Vec<Tok<'a>>) {
 pub(super) fn advanced(sexp: &Sexp) -> Vec<u8> {
     let mut toks = Vec::new();
     flatten(sexp, &mut toks);
-    let mut out = Vec::new();
+    // Reserve enough up front that the output is never reallocated (and so
+    // never leaves copies of a secret key behind): an atom takes at most
+    // four bytes per byte (`\xHH`) plus quotes; layout adds a newline and
+    // indentation per token.
+    let capacity = toks
+        .iter()
+        .map(|t| {
+            if let Tok::Data(b) = t {
+                4 * b.len() + 3
+            } else {
+                0
+            }
+        })
+        .sum::<usize>()
+        + toks.len() * (toks.len() + 2);
+    let mut out = Vec::with_capacity(capacity.min(64 << 20));
     let mut indent = 0usize;
     for (i, tok) in toks.iter().enumerate() {
         let next = toks.get(i + 1);
@@ -100,8 +115,12 @@ fn atom(bytes: &[u8], out: &mut Vec<u8>) {
     match encoding(bytes) {
         Encoding::Token => out.extend_from_slice(bytes),
         Encoding::Hex => {
+            const DIGITS: &[u8; 16] = b"0123456789ABCDEF";
             out.push(b'#');
-            out.extend_from_slice(crate::hex::encode_upper(bytes).as_bytes());
+            for b in bytes {
+                out.push(DIGITS[usize::from(b >> 4)]);
+                out.push(DIGITS[usize::from(b & 0x0f)]);
+            }
             out.push(b'#');
         }
         Encoding::Quoted => {
