@@ -1,1 +1,0 @@
-//! ATerm derivations (stub, being written).
