@@ -29,6 +29,23 @@ pub enum Command {
     /// NARs and signed Guix export streams.
     #[command(subcommand)]
     Archive(ArchiveCommand),
+    /// Print the static build machines: machines.scm evaluated as Guix does.
+    ///
+    /// Warnings (deprecated fields, a file that is not a list of machines) go
+    /// to stderr; errors name FILE:LINE:COL.
+    Machines {
+        /// The machines file [default: $GUIX_CONFIGURATION_DIRECTORY/machines.scm or /etc/guix/machines.scm].
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// Output format: JSON (keys are the Scheme field names), a plain
+        /// machines.scm, or a Nix 2.8 machines file.
+        #[arg(long, value_enum, default_value_t = MachinesFormat::Json)]
+        format: MachinesFormat,
+        /// Which evaluator reads machines.scm: built-in, Guile, or built-in
+        /// with Guile for forms it does not support.
+        #[arg(long, value_enum, default_value_t)]
+        evaluator: crate::machines::load::EvaluatorChoice,
+    },
     /// Check this host's interoperability: golden vectors, real libgcrypt
     /// (through Guile and guile-gcrypt, as Guix uses it) and Nix's nix-store.
     ///
@@ -39,6 +56,17 @@ pub enum Command {
         #[arg(long, default_value_t = 200)]
         count: usize,
     },
+}
+
+/// Output formats of `offload-master machines`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum MachinesFormat {
+    /// A JSON array of objects.
+    Json,
+    /// A machines.scm file.
+    Scm,
+    /// A Nix 2.8 machines file.
+    Nix,
 }
 
 /// `offload-master key …`
@@ -151,7 +179,33 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Key(cmd) => key::run(cmd),
         Command::Archive(cmd) => archive::run(cmd),
         Command::SelfCheck { count } => self_check(count),
+        Command::Machines {
+            file,
+            format,
+            evaluator,
+        } => machines(file, format, evaluator),
     }
+}
+
+#[allow(clippy::print_stdout, clippy::print_stderr)]
+fn machines(
+    file: Option<PathBuf>,
+    format: MachinesFormat,
+    evaluator: crate::machines::load::EvaluatorChoice,
+) -> anyhow::Result<u8> {
+    use crate::machines::{load, output};
+    let file = file.unwrap_or_else(|| offload_files::paths::guix_config_dir().join("machines.scm"));
+    let loaded = load::load(&file, evaluator)?;
+    for warning in &loaded.warnings {
+        eprintln!("offload-master: {warning}");
+    }
+    let text = match format {
+        MachinesFormat::Json => output::json(&loaded.machines),
+        MachinesFormat::Scm => output::scm(&loaded.machines),
+        MachinesFormat::Nix => output::nix(&loaded.machines),
+    };
+    print!("{text}");
+    Ok(0)
 }
 
 #[allow(clippy::print_stdout)]

@@ -57,7 +57,7 @@
 //!   [`NixMachine::systems`] free to mean "the default".
 //! * Each file may be at most [`MAX_FILE_LEN`] bytes.
 //!
-//! [`print`] writes one line per machine with every field present and `-`
+//! [`print()`] writes one line per machine with every field present and `-`
 //! for defaults; `parse(print(m)) == m` for every list `parse` can return.
 
 use std::collections::BTreeSet;
@@ -985,7 +985,10 @@ nix@poochie.labs.cs.uu.nl   i686-linux      /home/nix/.ssh/id_scratchy_auto     
             .output()
             .expect("nix-build is not installed: apt-get install nix-bin (tests/run does)");
         let version = String::from_utf8_lossy(&version.stdout);
-        assert!(version.contains("(Nix) 2.8."), "this test checks Nix 2.8 behaviour, found {version}");
+        assert!(
+            version.contains("(Nix) 2.8."),
+            "this test checks Nix 2.8 behaviour, found {version}"
+        );
         let local_system = std::process::Command::new("nix-instantiate")
             .args(["--eval", "-E", "builtins.currentSystem"])
             .output()

@@ -223,14 +223,29 @@ impl Fields {
         f
     }
 
+    /// Whether `field` was given a value other than `#f`.
+    pub fn is_set(&self, field: &str) -> bool {
+        !matches!(self.get(field), None | Some(FieldValue::False))
+    }
+
+    /// Whether the systems come from the deprecated `system` field (Guix
+    /// warns when it reads them).
+    pub fn uses_deprecated_system(&self) -> bool {
+        self.is_set("system") && !self.is_set("systems")
+    }
+
+    /// Whether neither `systems` nor `system` is set: the machine serves nothing.
+    pub fn lacks_systems(&self) -> bool {
+        !self.is_set("system") && !self.is_set("systems")
+    }
+
     /// Apply defaults and type checks. `default_private_key` is the daemon
-    /// user's `~/.ssh/id_rsa`. Returns the machine and whether the
-    /// deprecated `system` field was used.
+    /// user's `~/.ssh/id_rsa`.
     pub fn build(
         &self,
         location: Location,
         default_private_key: &str,
-    ) -> Result<(BuildMachine, bool), BuildError> {
+    ) -> Result<BuildMachine, BuildError> {
         for field in REQUIRED {
             if self.get(field).is_none() {
                 return Err(BuildError::Missing(field));
@@ -269,7 +284,6 @@ impl Fields {
             Some(FieldValue::Str(s)) => Some(s.clone()),
             Some(other) => return Err(type_error("system", "a string", other)),
         };
-        let deprecated = system.is_some();
         let features = match self.get("features") {
             None => Vec::new(),
             Some(FieldValue::Strings(v)) => v.clone(),
@@ -320,7 +334,7 @@ impl Fields {
             features,
             location,
         };
-        Ok((machine, deprecated))
+        Ok(machine)
     }
 }
 
@@ -336,7 +350,7 @@ fn type_error(field: &'static str, expected: &'static str, got: &FieldValue) -> 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum BuildError {
     /// A required field is absent.
-    #[error("build-machine: missing field '{0}'")]
+    #[error("build-machine: missing field initializers ({0})")]
     Missing(&'static str),
     /// A field has the wrong type.
     #[error("build-machine: {0}")]

@@ -8,9 +8,16 @@
 //! `getenv`, `map`, `filter`, `append-map`, `build-machine?`, `null?`,
 //! `pair?`, `list?`, `not`, `length`, `reverse`, `equal?`, `+`, `-`, `*`.
 //!
-//! Anything else is [`EvalError::Unsupported`]: the caller may hand the
-//! file to Guile instead. Errors that Guile would raise as well (missing
-//! fields, wrong types, calling a non-procedure) are [`EvalError::Invalid`].
+//! As in Guile, each top-level form is expanded before it runs: the field
+//! syntax of every `build-machine` in it (clause shape, duplicates, unknown
+//! and missing fields, in that order) is checked first, even inside a
+//! procedure that is never called. Error locations follow the corpus
+//! conventions (`master/tests/machines-corpus/README.md`): record errors at
+//! the `(build-machine` form, unbound variables at their first occurrence,
+//! other run-time errors at the failing top-level form.
+//!
+//! Anything else is [`EvalError::Unsupported`]: the caller may hand the file
+//! to Guile instead. Errors Guile raises as well are [`EvalError::Invalid`].
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -18,7 +25,7 @@ use std::rc::Rc;
 
 use super::read::{Datum, Kind, Pos};
 use crate::machines::record::{
-    BuildMachine, FieldValue, Fields, Location, format_real, write_string,
+    BuildMachine, FIELDS, FieldValue, Fields, Location, REQUIRED, format_real, write_string,
 };
 
 /// Deepest evaluation recursion (guards against runaway recursion in the file).
@@ -33,51 +40,6 @@ const KNOWN_MODULES: [&str; 5] = [
     "(srfi srfi-1)",
     "(guix records)",
 ];
-
-/// A Scheme value.
-#[derive(Clone, Debug)]
-pub enum Value {
-    /// What `define` and one-armed `if` return.
-    Unspecified,
-    /// A boolean.
-    Bool(bool),
-    /// An exact integer.
-    Int(i64),
-    /// A real.
-    Real(f64),
-    /// A string.
-    Str(Rc<str>),
-    /// A character.
-    Char(char),
-    /// A symbol.
-    Symbol(Rc<str>),
-    /// A keyword.
-    Keyword(Rc<str>),
-    /// A proper list.
-    List(Rc<Vec<Value>>),
-    /// A procedure.
-    Proc(Rc<Procedure>),
-    /// A build-machine record.
-    Machine(Rc<BuildMachine>),
-}
-
-/// A procedure value.
-#[derive(Debug)]
-pub enum Procedure {
-    /// One of the built-in procedures, by name.
-    Builtin(&'static str),
-    /// A `lambda`.
-    Closure {
-        /// Fixed parameters.
-        params: Vec<String>,
-        /// The rest parameter, if any.
-        rest: Option<String>,
-        /// Body forms.
-        body: Vec<Datum>,
-        /// The defining environment.
-        env: Env,
-    },
-}
 
 const BUILTINS: [&str; 21] = [
     "list",
@@ -102,6 +64,63 @@ const BUILTINS: [&str; 21] = [
     "-",
     "*",
 ];
+
+/// A Scheme value.
+#[derive(Clone, Debug)]
+pub enum Value {
+    /// What `define` and one-armed `if` return.
+    Unspecified,
+    /// A boolean.
+    Bool(bool),
+    /// An exact integer.
+    Int(i64),
+    /// A real.
+    Real(f64),
+    /// A string.
+    Str(Rc<str>),
+    /// A character.
+    Char(char),
+    /// A symbol.
+    Symbol(Rc<str>),
+    /// A keyword.
+    Keyword(Rc<str>),
+    /// A proper list.
+    List(Rc<Vec<Self>>),
+    /// A pair whose tail is not a list, `(a . b)`.
+    Pair(Rc<(Self, Self)>),
+    /// A procedure.
+    Proc(Rc<Procedure>),
+    /// A build-machine record.
+    Machine(Rc<Record>),
+}
+
+/// A build-machine record: the resolved machine and the fields it was made
+/// from (what `inherit` copies and what decides its warnings).
+#[derive(Debug)]
+pub struct Record {
+    /// The machine.
+    pub machine: BuildMachine,
+    /// Its fields before defaults.
+    pub fields: Fields,
+}
+
+/// A procedure value.
+#[derive(Debug)]
+pub enum Procedure {
+    /// One of the built-in procedures, by name.
+    Builtin(&'static str),
+    /// A `lambda`.
+    Closure {
+        /// Fixed parameters.
+        params: Vec<String>,
+        /// The rest parameter, if any.
+        rest: Option<String>,
+        /// Body forms.
+        body: Vec<Datum>,
+        /// The defining environment.
+        env: Env,
+    },
+}
 
 impl Value {
     fn truthy(&self) -> bool {
@@ -128,8 +147,9 @@ impl Value {
                 "({})",
                 items.iter().map(Self::write).collect::<Vec<_>>().join(" ")
             ),
+            Self::Pair(pair) => format!("({} . {})", pair.0.write(), pair.1.write()),
             Self::Proc(_) => "#<procedure>".into(),
-            Self::Machine(m) => format!("#<build-machine {}>", m.name),
+            Self::Machine(m) => format!("#<build-machine {}>", m.machine.name),
         }
     }
 
@@ -193,7 +213,7 @@ impl Scope {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum EvalError {
     /// A form this evaluator does not implement (Guile may).
-    #[error("{pos}: unsupported by the built-in evaluator: {what}")]
+    #[error("{pos}: {what}")]
     Unsupported {
         /// Where.
         pos: Pos,
@@ -210,80 +230,80 @@ pub enum EvalError {
     },
 }
 
-impl EvalError {
-    /// Where the error is.
-    pub fn pos(&self) -> Pos {
-        match self {
-            Self::Unsupported { pos, .. } | Self::Invalid { pos, .. } => *pos,
-        }
-    }
+/// Errors inside evaluation, before they get their final location.
+enum Fail {
+    /// A run-time error: located at the failing top-level form.
+    Runtime(String),
+    /// An error located where it was found (record errors).
+    At(Pos, String),
+    /// An unbound variable: located at its first occurrence.
+    Unbound(String),
+    /// A form the evaluator does not implement.
+    Unsupported(Pos, String),
 }
 
-fn invalid(pos: Pos, message: impl Into<String>) -> EvalError {
-    EvalError::Invalid {
-        pos,
-        message: message.into(),
-    }
+type Result<T> = std::result::Result<T, Fail>;
+
+fn runtime(message: impl Into<String>) -> Fail {
+    Fail::Runtime(message.into())
 }
 
-fn unsupported(pos: Pos, what: impl Into<String>) -> EvalError {
-    EvalError::Unsupported {
-        pos,
-        what: what.into(),
-    }
-}
+/// Answers Scheme's `getenv`.
+pub type Getenv = Box<dyn Fn(&str) -> Option<String>>;
 
-/// What evaluating a file produced: its last value and warnings.
-#[derive(Debug)]
-pub struct Evaluation {
-    /// The value of the last top-level form (`Unspecified` for an empty file).
-    pub value: Value,
-    /// Warnings, each `LINE:COL: warning: …` relative to the file.
-    pub warnings: Vec<(Pos, String)>,
-}
-
-/// Evaluates top-level forms of one file.
+/// Evaluates the top-level forms of one file.
 pub struct Evaluator {
     file: String,
     default_private_key: String,
-    getenv: Box<dyn Fn(&str) -> Option<String>>,
-    warnings: Vec<(Pos, String)>,
+    getenv: Getenv,
     steps: u64,
 }
 
 impl Evaluator {
     /// An evaluator for `file`; `getenv` answers Scheme's `getenv`.
-    pub fn new(
-        file: &str,
-        default_private_key: &str,
-        getenv: Box<dyn Fn(&str) -> Option<String>>,
-    ) -> Self {
+    pub fn new(file: &str, default_private_key: &str, getenv: Getenv) -> Self {
         Self {
             file: file.to_owned(),
             default_private_key: default_private_key.to_owned(),
             getenv,
-            warnings: Vec::new(),
             steps: 0,
         }
     }
 
-    /// Evaluate the forms in order; the result is the last value.
-    pub fn run(mut self, forms: &[Datum]) -> Result<Evaluation, EvalError> {
+    /// Expand and evaluate the forms in order; the result is the value of the last.
+    pub fn run(mut self, forms: &[Datum]) -> std::result::Result<Value, EvalError> {
         let env: Env = Rc::new(Scope::default());
         let mut value = Value::Unspecified;
-        for form in forms {
-            value = self.eval(form, &env, 0)?;
+        for (i, form) in forms.iter().enumerate() {
+            let result = check_syntax(form, 0).and_then(|()| self.eval(form, &env, 0));
+            value = result.map_err(|fail| match fail {
+                Fail::Runtime(message) => EvalError::Invalid {
+                    pos: form.pos,
+                    message,
+                },
+                Fail::At(pos, message) => EvalError::Invalid { pos, message },
+                Fail::Unsupported(pos, what) => EvalError::Unsupported { pos, what },
+                Fail::Unbound(name) => {
+                    let pos = find_symbol(form, &name, 0)
+                        .or_else(|| forms[..i].iter().find_map(|f| find_symbol(f, &name, 0)))
+                        .unwrap_or(form.pos);
+                    EvalError::Unsupported {
+                        pos,
+                        what: format!("unbound variable: {name}"),
+                    }
+                }
+            })?;
         }
-        Ok(Evaluation {
-            value,
-            warnings: self.warnings,
-        })
+        Ok(value)
     }
 
-    fn eval(&mut self, d: &Datum, env: &Env, depth: usize) -> Result<Value, EvalError> {
+    fn eval(&mut self, d: &Datum, env: &Env, depth: usize) -> Result<Value> {
         self.steps += 1;
         if self.steps > MAX_STEPS || depth > MAX_EVAL_DEPTH {
-            return Err(unsupported(d.pos, "evaluation too deep or too long"));
+            return Err(Fail::Unsupported(
+                d.pos,
+                "evaluation too deep or too long".into(),
+            ));
         }
         match &d.kind {
             Kind::Int(i) => Ok(Value::Int(*i)),
@@ -300,37 +320,29 @@ impl Evaluator {
                         .find(|b| *b == name)
                         .map(|b| Value::Proc(Rc::new(Procedure::Builtin(b))))
                 })
-                .ok_or_else(|| unsupported(d.pos, format!("unbound variable: {name}"))),
-            Kind::Dotted(..) => Err(invalid(d.pos, "dotted list in expression position")),
+                .ok_or_else(|| Fail::Unbound(name.clone())),
+            Kind::Dotted(..) => Err(runtime("dotted list in expression position")),
             Kind::List(items) => self.eval_list(d.pos, items, env, depth),
         }
     }
 
-    fn eval_list(
-        &mut self,
-        pos: Pos,
-        items: &[Datum],
-        env: &Env,
-        depth: usize,
-    ) -> Result<Value, EvalError> {
+    fn eval_list(&mut self, pos: Pos, items: &[Datum], env: &Env, depth: usize) -> Result<Value> {
         let Some(head) = items.first() else {
-            return Err(invalid(pos, "missing procedure in empty combination ()"));
+            return Err(runtime("missing procedure in empty combination ()"));
         };
         let args = &items[1..];
-        if let Kind::Symbol(name) = &head.kind {
-            if env.lookup(name).is_none() {
-                if let Some(v) = self.special_form(pos, name, args, env, depth)? {
-                    return Ok(v);
-                }
-            }
+        if let Kind::Symbol(name) = &head.kind
+            && env.lookup(name).is_none()
+            && let Some(v) = self.special_form(pos, name, args, env, depth)?
+        {
+            return Ok(v);
         }
-        // `(@ (srfi srfi-1) append-map)` in operator position.
         let f = self.eval(head, env, depth + 1)?;
         let mut values = Vec::with_capacity(args.len());
         for a in args {
             values.push(self.eval(a, env, depth + 1)?);
         }
-        self.apply(pos, &f, values, depth)
+        self.apply(&f, values, depth)
     }
 
     /// `Some(value)` if `name` is a special form handled here.
@@ -341,15 +353,16 @@ impl Evaluator {
         args: &[Datum],
         env: &Env,
         depth: usize,
-    ) -> Result<Option<Value>, EvalError> {
+    ) -> Result<Option<Value>> {
+        let bad = || runtime(format!("{name}: bad syntax"));
         let v = match name {
             "quote" => match args {
                 [x] => quoted(x)?,
-                _ => return Err(invalid(pos, "quote: bad syntax")),
+                _ => return Err(bad()),
             },
             "quasiquote" => match args {
                 [x] => self.quasi(x, env, depth, 1)?,
-                _ => return Err(invalid(pos, "quasiquote: bad syntax")),
+                _ => return Err(bad()),
             },
             "if" => match args {
                 [c, t] | [c, t, _] => {
@@ -361,24 +374,14 @@ impl Evaluator {
                         Value::Unspecified
                     }
                 }
-                _ => return Err(invalid(pos, "if: bad syntax")),
+                _ => return Err(bad()),
             },
             "begin" => self.body(args, env, depth)?,
-            "and" => {
-                let mut v = Value::Bool(true);
+            "and" | "or" => {
+                let mut v = Value::Bool(name == "and");
                 for a in args {
                     v = self.eval(a, env, depth + 1)?;
-                    if !v.truthy() {
-                        break;
-                    }
-                }
-                v
-            }
-            "or" => {
-                let mut v = Value::Bool(false);
-                for a in args {
-                    v = self.eval(a, env, depth + 1)?;
-                    if v.truthy() {
+                    if v.truthy() != (name == "and") {
                         break;
                     }
                 }
@@ -386,7 +389,7 @@ impl Evaluator {
             }
             "when" | "unless" => {
                 let [c, body @ ..] = args else {
-                    return Err(invalid(pos, format!("{name}: bad syntax")));
+                    return Err(bad());
                 };
                 if self.eval(c, env, depth + 1)?.truthy() == (name == "when") {
                     self.body(body, env, depth)?
@@ -397,10 +400,10 @@ impl Evaluator {
             "cond" => {
                 for clause in args {
                     let Kind::List(parts) = &clause.kind else {
-                        return Err(invalid(clause.pos, "cond: bad clause"));
+                        return Err(bad());
                     };
                     let [test, body @ ..] = parts.as_slice() else {
-                        return Err(invalid(clause.pos, "cond: empty clause"));
+                        return Err(bad());
                     };
                     let hit = matches!(&test.kind, Kind::Symbol(s) if s == "else")
                         || self.eval(test, env, depth + 1)?.truthy();
@@ -425,7 +428,7 @@ impl Evaluator {
                     [
                         Datum {
                             kind: Kind::List(sig),
-                            pos: sig_pos,
+                            ..
                         },
                         body @ ..,
                     ] if !body.is_empty() => {
@@ -437,15 +440,14 @@ impl Evaluator {
                             params @ ..,
                         ] = sig.as_slice()
                         else {
-                            return Err(invalid(*sig_pos, "define: bad procedure name"));
+                            return Err(bad());
                         };
-                        let closure = closure(*sig_pos, params, None, body, env)?;
-                        env.define(var, closure);
+                        env.define(var, closure(params, None, body, env)?);
                     }
                     [
                         Datum {
                             kind: Kind::Dotted(sig, rest),
-                            pos: sig_pos,
+                            ..
                         },
                         body @ ..,
                     ] if !body.is_empty() => {
@@ -457,12 +459,11 @@ impl Evaluator {
                             params @ ..,
                         ] = sig.as_slice()
                         else {
-                            return Err(invalid(*sig_pos, "define: bad procedure name"));
+                            return Err(bad());
                         };
-                        let closure = closure(*sig_pos, params, Some(rest), body, env)?;
-                        env.define(var, closure);
+                        env.define(var, closure(params, Some(rest), body, env)?);
                     }
-                    _ => return Err(invalid(pos, "define: bad syntax")),
+                    _ => return Err(bad()),
                 }
                 Value::Unspecified
             }
@@ -473,22 +474,22 @@ impl Evaluator {
                         ..
                     },
                     body @ ..,
-                ] if !body.is_empty() => closure(pos, params, None, body, env)?,
+                ] if !body.is_empty() => closure(params, None, body, env)?,
                 [
                     Datum {
                         kind: Kind::Dotted(params, rest),
                         ..
                     },
                     body @ ..,
-                ] if !body.is_empty() => closure(pos, params, Some(rest), body, env)?,
+                ] if !body.is_empty() => closure(params, Some(rest), body, env)?,
                 [
                     rest @ Datum {
                         kind: Kind::Symbol(_),
                         ..
                     },
                     body @ ..,
-                ] if !body.is_empty() => closure(pos, &[], Some(rest), body, env)?,
-                _ => return Err(invalid(pos, "lambda: bad syntax")),
+                ] if !body.is_empty() => closure(&[], Some(rest), body, env)?,
+                _ => return Err(bad()),
             },
             "let" | "let*" => {
                 let [
@@ -499,22 +500,25 @@ impl Evaluator {
                     body @ ..,
                 ] = args
                 else {
-                    return Err(unsupported(pos, format!("{name} form (named let?)")));
+                    return Err(Fail::Unsupported(
+                        pos,
+                        format!("this {name} form (named let)"),
+                    ));
                 };
                 let scope = Scope::child(env);
                 for b in bindings {
-                    let (var, expr) = match &b.kind {
-                        Kind::List(pair) => match pair.as_slice() {
-                            [
-                                Datum {
-                                    kind: Kind::Symbol(var),
-                                    ..
-                                },
-                                expr,
-                            ] => (var, expr),
-                            _ => return Err(invalid(b.pos, format!("{name}: bad binding"))),
+                    let Kind::List(pair) = &b.kind else {
+                        return Err(bad());
+                    };
+                    let [
+                        Datum {
+                            kind: Kind::Symbol(var),
+                            ..
                         },
-                        _ => return Err(invalid(b.pos, format!("{name}: bad binding"))),
+                        expr,
+                    ] = pair.as_slice()
+                    else {
+                        return Err(bad());
                     };
                     let value =
                         self.eval(expr, if name == "let" { env } else { &scope }, depth + 1)?;
@@ -524,9 +528,9 @@ impl Evaluator {
             }
             "use-modules" => {
                 for m in args {
-                    let text = datum_text(m);
+                    let text = datum_write(m);
                     if !KNOWN_MODULES.contains(&text.as_str()) {
-                        return Err(unsupported(m.pos, format!("module {text}")));
+                        return Err(Fail::Unsupported(m.pos, format!("module {text}")));
                     }
                 }
                 Value::Unspecified
@@ -538,16 +542,14 @@ impl Evaluator {
                         kind: Kind::Symbol(var),
                         ..
                     },
-                ] if datum_text(module) == "(srfi srfi-1)" && BUILTINS.contains(&var.as_str()) => {
-                    Value::Proc(Rc::new(Procedure::Builtin(
-                        BUILTINS
-                            .iter()
-                            .find(|b| *b == var)
-                            .copied()
-                            .unwrap_or("list"),
-                    )))
-                }
-                _ => return Err(unsupported(pos, format!("({name} …) reference"))),
+                ] if datum_write(module) == "(srfi srfi-1)" => match BUILTINS
+                    .iter()
+                    .find(|b| *b == var)
+                {
+                    Some(b) => Value::Proc(Rc::new(Procedure::Builtin(b))),
+                    None => return Err(Fail::Unsupported(pos, format!("(@ (srfi srfi-1) {var})"))),
+                },
+                _ => return Err(Fail::Unsupported(pos, format!("({name} …) reference"))),
             },
             "build-machine" => self.build_machine(pos, args, env, depth)?,
             _ => return Ok(None),
@@ -555,7 +557,7 @@ impl Evaluator {
         Ok(Some(v))
     }
 
-    fn body(&mut self, forms: &[Datum], env: &Env, depth: usize) -> Result<Value, EvalError> {
+    fn body(&mut self, forms: &[Datum], env: &Env, depth: usize) -> Result<Value> {
         let scope = Scope::child(env);
         let mut v = Value::Unspecified;
         for f in forms {
@@ -564,13 +566,7 @@ impl Evaluator {
         Ok(v)
     }
 
-    fn quasi(
-        &mut self,
-        d: &Datum,
-        env: &Env,
-        depth: usize,
-        level: usize,
-    ) -> Result<Value, EvalError> {
+    fn quasi(&mut self, d: &Datum, env: &Env, depth: usize, level: usize) -> Result<Value> {
         let Kind::List(items) = &d.kind else {
             return quoted(d);
         };
@@ -615,10 +611,10 @@ impl Evaluator {
                 match self.eval(x, env, depth + 1)? {
                     Value::List(spliced) => out.extend(spliced.iter().cloned()),
                     other => {
-                        return Err(invalid(
-                            item.pos,
-                            format!("unquote-splicing: expected a list, got {}", other.write()),
-                        ));
+                        return Err(runtime(format!(
+                            "unquote-splicing: expected a list, got {}",
+                            other.write()
+                        )));
                     }
                 }
                 continue;
@@ -628,21 +624,19 @@ impl Evaluator {
         Ok(Value::list(out))
     }
 
+    /// Make a record; the clause syntax was checked by [`check_syntax`].
     fn build_machine(
         &mut self,
         pos: Pos,
         clauses: &[Datum],
         env: &Env,
         depth: usize,
-    ) -> Result<Value, EvalError> {
-        let mut fields = Fields::default();
+    ) -> Result<Value> {
         let mut given = Vec::new();
+        let mut base = None;
         for clause in clauses {
             let Kind::List(parts) = &clause.kind else {
-                return Err(invalid(
-                    clause.pos,
-                    "build-machine: invalid field specifier",
-                ));
+                continue;
             };
             let [
                 Datum {
@@ -652,77 +646,47 @@ impl Evaluator {
                 expr,
             ] = parts.as_slice()
             else {
-                return Err(invalid(
-                    clause.pos,
-                    "build-machine: invalid field specifier",
-                ));
+                continue;
             };
             let value = self.eval(expr, env, depth + 1)?;
             if name == "inherit" {
-                let Value::Machine(base) = value else {
-                    return Err(invalid(
-                        clause.pos,
-                        format!(
-                            "build-machine: inherit: expected a build-machine, got {}",
-                            value.write()
-                        ),
-                    ));
-                };
-                let mut inherited = Fields::from_machine(&base);
-                for (f, v) in std::mem::take(&mut given) {
-                    inherited.set(f, v);
+                match value {
+                    Value::Machine(record) => base = Some(record),
+                    other => {
+                        return Err(Fail::At(
+                            pos,
+                            format!(
+                                "build-machine: inherit: expected a build-machine, got {}",
+                                other.write()
+                            ),
+                        ));
+                    }
                 }
-                fields = inherited;
-                continue;
+            } else if let Some(field) = Fields::canonical(name) {
+                given.push((field, value.to_field()));
             }
-            let Some(field) = Fields::canonical(name) else {
-                return Err(invalid(
-                    clause.pos,
-                    format!("build-machine: unknown field '{name}'"),
-                ));
-            };
-            // `systems` set explicitly replaces an inherited one, and the deprecated `system` too.
-            fields.set(field, value.to_field());
-            given.push((field, value.to_field()));
+        }
+        let mut fields = base.map(|b| b.fields.clone()).unwrap_or_default();
+        for (field, value) in given {
+            fields.set(field, value);
         }
         let location = Location {
             file: self.file.clone(),
             line: pos.line,
             col: pos.col,
         };
-        let (machine, deprecated) = fields
+        let machine = fields
             .build(location, &self.default_private_key)
-            .map_err(|e| invalid(pos, e.to_string()))?;
-        if deprecated {
-            self.warnings.push((
-                pos,
-                "The 'system' field is deprecated, please use 'systems' instead.".into(),
-            ));
-        }
-        if machine.systems.is_empty() {
-            self.warnings.push((
-                pos,
-                format!(
-                    "machine '{}' has neither 'systems' nor 'system'; it matches no build",
-                    machine.name
-                ),
-            ));
-        }
-        Ok(Value::Machine(Rc::new(machine)))
+            .map_err(|e| Fail::At(pos, e.to_string()))?;
+        Ok(Value::Machine(Rc::new(Record { machine, fields })))
     }
 
-    fn apply(
-        &mut self,
-        pos: Pos,
-        f: &Value,
-        args: Vec<Value>,
-        depth: usize,
-    ) -> Result<Value, EvalError> {
+    fn apply(&mut self, f: &Value, args: Vec<Value>, depth: usize) -> Result<Value> {
         let Value::Proc(p) = f else {
-            return Err(invalid(pos, format!("Wrong type to apply: {}", f.write())));
+            return Err(runtime(format!("wrong type to apply: {}", f.write())));
         };
         match p.as_ref() {
-            Procedure::Builtin(name) => self.builtin(pos, name, args, depth),
+            Procedure::Builtin(name) => self.builtin(name, args, depth),
             Procedure::Closure {
                 params,
                 rest,
@@ -730,14 +694,11 @@ impl Evaluator {
                 env,
             } => {
                 if args.len() < params.len() || (rest.is_none() && args.len() != params.len()) {
-                    return Err(invalid(
-                        pos,
-                        format!(
-                            "Wrong number of arguments: expected {}, got {}",
-                            params.len(),
-                            args.len()
-                        ),
-                    ));
+                    return Err(runtime(format!(
+                        "wrong number of arguments: expected {}, got {}",
+                        params.len(),
+                        args.len()
+                    )));
                 }
                 let scope = Scope::child(env);
                 let mut args = args.into_iter();
@@ -752,33 +713,24 @@ impl Evaluator {
         }
     }
 
-    fn builtin(
-        &mut self,
-        pos: Pos,
-        name: &str,
-        args: Vec<Value>,
-        depth: usize,
-    ) -> Result<Value, EvalError> {
+    fn builtin(&mut self, name: &str, args: Vec<Value>, depth: usize) -> Result<Value> {
         let wrong = |what: &str, v: &Value| {
-            invalid(
-                pos,
-                format!(
-                    "In procedure {name}: Wrong type argument (expecting {what}): {}",
-                    v.write()
-                ),
-            )
+            runtime(format!(
+                "in procedure {name}: wrong type argument (expecting {what}): {}",
+                v.write()
+            ))
         };
-        let list_of = |v: &Value| -> Result<Rc<Vec<Value>>, EvalError> {
+        let list_of = |v: &Value| -> Result<Rc<Vec<Value>>> {
             match v {
                 Value::List(items) => Ok(items.clone()),
                 other => Err(wrong("list", other)),
             }
         };
-        let arity = |n: usize| -> Result<(), EvalError> {
+        let arity = |n: usize| -> Result<()> {
             if args.len() == n {
                 Ok(())
             } else {
-                Err(invalid(pos, format!("Wrong number of arguments to {name}")))
+                Err(runtime(format!("wrong number of arguments to {name}")))
             }
         };
         Ok(match name {
@@ -791,19 +743,27 @@ impl Evaluator {
                         items.extend(tail.iter().cloned());
                         Value::list(items)
                     }
-                    _ => return Err(unsupported(pos, "improper list from cons")),
+                    tail => Value::Pair(Rc::new((args[0].clone(), tail.clone()))),
                 }
             }
             "car" | "cdr" => {
                 arity(1)?;
-                let items = list_of(&args[0])?;
-                let Some(first) = items.first() else {
-                    return Err(wrong("pair", &args[0]));
-                };
-                if name == "car" {
-                    first.clone()
-                } else {
-                    Value::list(items[1..].to_vec())
+                match &args[0] {
+                    Value::List(items) if !items.is_empty() => {
+                        if name == "car" {
+                            items[0].clone()
+                        } else {
+                            Value::list(items[1..].to_vec())
+                        }
+                    }
+                    Value::Pair(pair) => {
+                        if name == "car" {
+                            pair.0.clone()
+                        } else {
+                            pair.1.clone()
+                        }
+                    }
+                    other => return Err(wrong("pair", other)),
                 }
             }
             "append" => {
@@ -837,7 +797,7 @@ impl Evaluator {
                 let items = list_of(&args[1])?;
                 let mut out = Vec::new();
                 for item in items.iter() {
-                    let v = self.apply(pos, &args[0], vec![item.clone()], depth + 1)?;
+                    let v = self.apply(&args[0], vec![item.clone()], depth + 1)?;
                     match name {
                         "map" => out.push(v),
                         "filter" => {
@@ -860,7 +820,10 @@ impl Evaluator {
             }
             "pair?" => {
                 arity(1)?;
-                Value::Bool(matches!(&args[0], Value::List(l) if !l.is_empty()))
+                Value::Bool(
+                    matches!(&args[0], Value::List(l) if !l.is_empty())
+                        || matches!(&args[0], Value::Pair(_)),
+                )
             }
             "list?" => {
                 arity(1)?;
@@ -872,7 +835,7 @@ impl Evaluator {
             }
             "length" => {
                 arity(1)?;
-                Value::Int(list_of(&args[0])?.len() as i64)
+                Value::Int(i64::try_from(list_of(&args[0])?.len()).unwrap_or(i64::MAX))
             }
             "reverse" => {
                 arity(1)?;
@@ -882,74 +845,59 @@ impl Evaluator {
                 arity(2)?;
                 Value::Bool(args[0].write() == args[1].write())
             }
-            "+" | "-" | "*" => arithmetic(pos, name, &args)?,
-            _ => return Err(unsupported(pos, format!("procedure {name}"))),
+            "+" | "-" | "*" => arithmetic(name, &args)?,
+            _ => return Err(runtime(format!("unknown procedure {name}"))),
         })
     }
 }
 
-fn arithmetic(pos: Pos, op: &str, args: &[Value]) -> Result<Value, EvalError> {
-    let mut nums = Vec::new();
-    for a in args {
-        match a {
-            Value::Int(i) => nums.push((Some(*i), *i as f64)),
-            Value::Real(r) => nums.push((None, *r)),
+fn arithmetic(op: &str, args: &[Value]) -> Result<Value> {
+    let mut exact = Some(if op == "*" { 1i64 } else { 0 });
+    let mut inexact = if op == "*" { 1.0 } else { 0.0 };
+    for (k, a) in args.iter().enumerate() {
+        let (i, r) = match a {
+            Value::Int(i) => (Some(*i), *i as f64),
+            Value::Real(r) => (None, *r),
             other => {
-                return Err(invalid(
-                    pos,
-                    format!("In procedure {op}: Wrong type argument: {}", other.write()),
-                ));
+                return Err(runtime(format!(
+                    "in procedure {op}: wrong type argument: {}",
+                    other.write()
+                )));
             }
+        };
+        if op == "-" && k == 0 && args.len() > 1 {
+            (exact, inexact) = (i, r);
+            continue;
         }
+        exact = match op {
+            "+" => exact.zip(i).and_then(|(a, b)| a.checked_add(b)),
+            "-" => exact.zip(i).and_then(|(a, b)| a.checked_sub(b)),
+            _ => exact.zip(i).and_then(|(a, b)| a.checked_mul(b)),
+        };
+        inexact = match op {
+            "+" => inexact + r,
+            "-" => inexact - r,
+            _ => inexact * r,
+        };
     }
-    let exact = nums.iter().all(|(i, _)| i.is_some());
-    let (init_i, init_r) = if op == "*" { (1i64, 1.0) } else { (0, 0.0) };
-    let (mut acc_i, mut acc_r) = (Some(init_i), init_r);
-    for (k, (i, r)) in nums.iter().enumerate() {
-        let first_minus = op == "-" && k == 0 && nums.len() > 1;
-        match op {
-            "+" => {
-                acc_i = acc_i.zip(*i).and_then(|(a, b)| a.checked_add(b));
-                acc_r += r;
-            }
-            "-" if first_minus => {
-                acc_i = *i;
-                acc_r = *r;
-            }
-            "-" => {
-                acc_i = acc_i.zip(*i).and_then(|(a, b)| a.checked_sub(b));
-                acc_r -= r;
-            }
-            _ => {
-                acc_i = acc_i.zip(*i).and_then(|(a, b)| a.checked_mul(b));
-                acc_r *= r;
-            }
-        }
-    }
-    if exact {
-        acc_i
+    if args.iter().all(|a| matches!(a, Value::Int(_))) {
+        exact
             .map(Value::Int)
-            .ok_or_else(|| unsupported(pos, "integer overflow"))
+            .ok_or_else(|| runtime("integer overflow"))
     } else {
-        Ok(Value::Real(acc_r))
+        Ok(Value::Real(inexact))
     }
 }
 
-fn closure(
-    pos: Pos,
-    params: &[Datum],
-    rest: Option<&Datum>,
-    body: &[Datum],
-    env: &Env,
-) -> Result<Value, EvalError> {
+fn closure(params: &[Datum], rest: Option<&Datum>, body: &[Datum], env: &Env) -> Result<Value> {
     let mut names = Vec::new();
     for p in params {
         match &p.kind {
             Kind::Symbol(s) => names.push(s.clone()),
             _ => {
-                return Err(unsupported(
+                return Err(Fail::Unsupported(
                     p.pos,
-                    "lambda parameter that is not a symbol (optional or keyword arguments)",
+                    "lambda parameter that is not a symbol (optional or keyword arguments)".into(),
                 ));
             }
         }
@@ -957,7 +905,7 @@ fn closure(
     let rest = match rest.map(|r| &r.kind) {
         None => None,
         Some(Kind::Symbol(s)) => Some(s.clone()),
-        Some(_) => return Err(invalid(pos, "lambda: bad rest parameter")),
+        Some(_) => return Err(runtime("lambda: bad rest parameter")),
     };
     Ok(Value::Proc(Rc::new(Procedure::Closure {
         params: names,
@@ -967,11 +915,24 @@ fn closure(
     })))
 }
 
-/// A quoted datum as a value; improper lists are left to Guile.
-fn quoted(d: &Datum) -> Result<Value, EvalError> {
+/// A quoted datum as a value.
+fn quoted(d: &Datum) -> Result<Value> {
     Ok(match &d.kind {
-        Kind::List(items) => Value::list(items.iter().map(quoted).collect::<Result<_, _>>()?),
-        Kind::Dotted(..) => return Err(unsupported(d.pos, "quoted improper list")),
+        Kind::List(items) => Value::list(items.iter().map(quoted).collect::<Result<_>>()?),
+        Kind::Dotted(items, tail) => {
+            let mut value = quoted(tail)?;
+            for item in items.iter().rev() {
+                value = match value {
+                    Value::List(rest) => {
+                        let mut all = vec![quoted(item)?];
+                        all.extend(rest.iter().cloned());
+                        Value::list(all)
+                    }
+                    other => Value::Pair(Rc::new((quoted(item)?, other))),
+                };
+            }
+            value
+        }
         Kind::Symbol(s) => Value::Symbol(s.as_str().into()),
         Kind::Str(s) => Value::Str(s.as_str().into()),
         Kind::Int(i) => Value::Int(*i),
@@ -982,15 +943,151 @@ fn quoted(d: &Datum) -> Result<Value, EvalError> {
     })
 }
 
-/// A module name datum as text, `(srfi srfi-1)`.
-fn datum_text(d: &Datum) -> String {
+/// A datum as Scheme's `write` prints it (for messages and module names).
+pub fn datum_write(d: &Datum) -> String {
     match &d.kind {
         Kind::List(items) => format!(
             "({})",
-            items.iter().map(datum_text).collect::<Vec<_>>().join(" ")
+            items.iter().map(datum_write).collect::<Vec<_>>().join(" ")
+        ),
+        Kind::Dotted(items, tail) => format!(
+            "({} . {})",
+            items.iter().map(datum_write).collect::<Vec<_>>().join(" "),
+            datum_write(tail)
         ),
         Kind::Symbol(s) => s.clone(),
+        Kind::Str(s) => write_string(s),
         Kind::Int(i) => i.to_string(),
-        _ => "?".into(),
+        Kind::Real(r) => format_real(*r),
+        Kind::Bool(b) => if *b { "#t" } else { "#f" }.into(),
+        Kind::Char(c) => format!("#\\{c}"),
+        Kind::Keyword(k) => format!("#:{k}"),
+    }
+}
+
+/// The head symbol of a list datum.
+fn head(items: &[Datum]) -> Option<&str> {
+    match items.first().map(|d| &d.kind) {
+        Some(Kind::Symbol(s)) => Some(s),
+        _ => None,
+    }
+}
+
+/// Macro expansion of one top-level form: the field syntax of every
+/// `build-machine` in code position (not quoted data), in textual order.
+fn check_syntax(d: &Datum, quasi: usize) -> Result<()> {
+    let items: Vec<&Datum> = match &d.kind {
+        Kind::List(items) => items.iter().collect(),
+        Kind::Dotted(items, tail) => items.iter().chain(std::iter::once(tail.as_ref())).collect(),
+        _ => return Ok(()),
+    };
+    let list = if let Kind::List(items) = &d.kind {
+        Some(items.as_slice())
+    } else {
+        None
+    };
+    match (quasi, list.and_then(head)) {
+        (0, Some("quote")) => return Ok(()),
+        (_, Some("quasiquote")) => {
+            return items
+                .iter()
+                .skip(1)
+                .try_for_each(|x| check_syntax(x, quasi + 1));
+        }
+        (1.., Some("unquote" | "unquote-splicing")) => {
+            return items
+                .iter()
+                .skip(1)
+                .try_for_each(|x| check_syntax(x, quasi - 1));
+        }
+        (0, Some("build-machine")) => check_clauses(d.pos, &list.unwrap_or_default()[1..])?,
+        _ => {}
+    }
+    items.iter().try_for_each(|x| check_syntax(x, quasi))
+}
+
+fn check_clauses(pos: Pos, clauses: &[Datum]) -> Result<()> {
+    let at = |message: String| Fail::At(pos, format!("build-machine: {message}"));
+    let mut names: Vec<&str> = Vec::new();
+    for (i, clause) in clauses.iter().enumerate() {
+        let name = match &clause.kind {
+            Kind::List(parts) if parts.len() == 2 => head(parts),
+            _ => None,
+        };
+        match name {
+            Some("inherit") if i > 0 => {
+                return Err(at(format!(
+                    "invalid field specifier: {}",
+                    datum_write(clause)
+                )));
+            }
+            Some(name) => names.push(name),
+            None => {
+                return Err(at(format!(
+                    "invalid field specifier: {}",
+                    datum_write(clause)
+                )));
+            }
+        }
+    }
+    if let Some(dup) = names
+        .iter()
+        .enumerate()
+        .find_map(|(i, n)| names[..i].contains(n).then_some(*n))
+    {
+        return Err(at(format!("duplicate field initializer: {dup}")));
+    }
+    let unknown: Vec<&str> = names
+        .iter()
+        .copied()
+        .filter(|n| *n != "inherit" && !FIELDS.contains(n))
+        .collect();
+    if !unknown.is_empty() {
+        return Err(at(format!(
+            "unknown field initializers ({})",
+            unknown.join(" ")
+        )));
+    }
+    if names.first() != Some(&"inherit") {
+        let missing: Vec<&str> = REQUIRED
+            .iter()
+            .copied()
+            .filter(|f| !names.contains(f))
+            .collect();
+        if !missing.is_empty() {
+            return Err(at(format!(
+                "missing field initializers ({})",
+                missing.join(" ")
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Where `name` first appears as code in `d` (quoted data excluded; inside
+/// a quasiquote only unquoted parts count).
+fn find_symbol(d: &Datum, name: &str, quasi: usize) -> Option<Pos> {
+    let items: Vec<&Datum> = match &d.kind {
+        Kind::Symbol(s) if s == name && quasi == 0 => return Some(d.pos),
+        Kind::List(items) => items.iter().collect(),
+        Kind::Dotted(items, tail) => items.iter().chain(std::iter::once(tail.as_ref())).collect(),
+        _ => return None,
+    };
+    let list = if let Kind::List(items) = &d.kind {
+        Some(items.as_slice())
+    } else {
+        None
+    };
+    match (quasi, list.and_then(head)) {
+        (0, Some("quote")) => None,
+        (_, Some("quasiquote")) => items
+            .iter()
+            .skip(1)
+            .find_map(|x| find_symbol(x, name, quasi + 1)),
+        (1.., Some("unquote" | "unquote-splicing")) => items
+            .iter()
+            .skip(1)
+            .find_map(|x| find_symbol(x, name, quasi - 1)),
+        _ => items.iter().find_map(|x| find_symbol(x, name, quasi)),
     }
 }

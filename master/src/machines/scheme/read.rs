@@ -85,7 +85,7 @@ pub fn read_all(source: &str) -> Result<Vec<Datum>, ReadError> {
             return Ok(out);
         }
         if r.peek() == Some(')') || r.peek() == Some(']') {
-            return Err(r.error_here("unexpected \")\""));
+            return Err(r.error_here("unbalanced parentheses: unexpected \")\""));
         }
         out.push(r.datum(0)?);
     }
@@ -304,18 +304,14 @@ impl Reader {
     fn string(&mut self) -> Result<String, ReadError> {
         let start = self.pos();
         self.bump();
+        let unterminated = || Self::error_at(start, "unterminated string: end of file inside it");
         let mut s = String::new();
         loop {
-            let c = self.bump().ok_or_else(|| {
-                Self::error_at(start, "unexpected end of input while reading string")
-            })?;
-            match c {
+            let at = self.pos();
+            match self.bump().ok_or_else(unterminated)? {
                 '"' => return Ok(s),
                 '\\' => {
-                    let at = self.pos();
-                    let e = self.bump().ok_or_else(|| {
-                        Self::error_at(start, "unexpected end of input while reading string")
-                    })?;
+                    let e = self.bump().ok_or_else(unterminated)?;
                     match e {
                         '\\' | '"' => s.push(e),
                         'a' => s.push('\u{7}'),
@@ -551,9 +547,9 @@ mod tests {
             assert!(e.message.contains(msg), "{src}: {e}");
         };
         check("(list\n  (a b)", 1, 1, "unbalanced");
-        check("(a))", 1, 4, "unexpected");
-        check("(a \"abc", 1, 4, "end of input while reading string");
-        check("(a \"\\q\")", 1, 6, "invalid escape");
+        check("(a))", 1, 4, "unbalanced");
+        check("(a \"abc", 1, 4, "unterminated string");
+        check("(a \"\\q\")", 1, 5, "invalid escape");
         check("#\\bogus", 1, 1, "unknown character");
         check("#|", 1, 1, "unterminated block comment");
         check("(a . )", 1, 6, "unexpected");

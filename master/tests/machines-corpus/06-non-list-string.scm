@@ -1,0 +1,3 @@
+;; The last value is a string.
+(define note "not machines")
+note

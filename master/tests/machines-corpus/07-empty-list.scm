@@ -1,0 +1,2 @@
+;; No machines at all, on purpose: no warning.
+'()

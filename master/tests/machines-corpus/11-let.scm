@@ -1,0 +1,6 @@
+(let ((key "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOfqhSqmBFIqXTq2KNGnGyRz0VNNf6TxECVGDGLH8w4l")
+      (user "offload")
+      (x86 (list "x86_64-linux" "i686-linux")))
+  (list (build-machine (name "a.lan") (systems x86) (host-key key) (user user))
+        (build-machine (name "b.lan") (systems x86) (host-key key) (user user)
+                       (speed 1.5))))

@@ -1,0 +1,8 @@
+(let* ((domain ".example.org")
+       (first (string-append "alpha" domain))
+       (second (string-append "beta" domain))
+       (names (list first second)))
+  (list (build-machine (name (car names)) (systems '("x86_64-linux"))
+                       (host-key "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOfqhSqmBFIqXTq2KNGnGyRz0VNNf6TxECVGDGLH8w4l") (user "offload"))
+        (build-machine (name (car (cdr names))) (systems '("x86_64-linux"))
+                       (host-key "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQC7+0ffl0x") (user "offload"))))

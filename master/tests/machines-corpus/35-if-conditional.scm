@@ -1,0 +1,5 @@
+(if (getenv "OFFLOAD_TEST_HOST")
+    (list (build-machine (name (getenv "OFFLOAD_TEST_HOST"))
+                         (systems (list "x86_64-linux"))
+                         (host-key "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOfqhSqmBFIqXTq2KNGnGyRz0VNNf6TxECVGDGLH8w4l") (user "offload")))
+    '())

@@ -1,0 +1,3 @@
+;; expect-error: 3:23: unknown character name
+(define separators
+  (list #\space #\tab #\bogus))

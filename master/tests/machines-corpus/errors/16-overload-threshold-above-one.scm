@@ -1,0 +1,4 @@
+;; expect-error: 2:7: overload-threshold: expected
+(list (build-machine (name "a.lan") (systems (list "x86_64-linux"))
+                     (host-key "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOfqhSqmBFIqXTq2KNGnGyRz0VNNf6TxECVGDGLH8w4l") (user "offload")
+                     (overload-threshold 1.5)))
