@@ -12,4 +12,7 @@
 
 pub mod cli;
 pub mod machines;
+pub mod pool;
+pub mod scheduler;
 pub mod self_check;
+pub mod why_not;

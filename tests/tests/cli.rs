@@ -299,3 +299,51 @@ fn help_explains_the_commands() {
     let out = master(&["archive", "import", "--help"], b"");
     assert!(String::from_utf8_lossy(&out.stdout).contains("Nothing of an item that fails is kept"));
 }
+
+#[test]
+fn why_not_explains_each_machine_and_the_decision() {
+    let tmp = tempfile::tempdir().unwrap();
+    let machines = tmp.path().join("machines.scm");
+    fs::write(
+        &machines,
+        r#"(list (build-machine (name "kvm-box") (systems (list "x86_64-linux")) (user "u") (host-key "ssh-ed25519 A") (features (list "kvm" "big-parallel")))
+      (build-machine (name "plain-box") (systems (list "x86_64-linux")) (user "u") (host-key "ssh-ed25519 A"))
+      (build-machine (name "arm-box") (systems (list "aarch64-linux")) (user "u") (host-key "ssh-ed25519 A")))"#,
+    )
+    .unwrap();
+    let vectors = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/core/vectors/drv");
+    let drv = vectors.join("needs-kvm.drv");
+    let out = run_ok(
+        offload("offload-master").args(["why-not", path(&drv), "--machines", path(&machines)]),
+        b"",
+    );
+    let text = String::from_utf8(out).unwrap();
+    assert_eq!(
+        text,
+        "kvm-box: usable (estimated 60.0 s)\nplain-box: lacks required features: big-parallel, kvm\narm-box: does not build for this system\ndecision: accept kvm-box\n"
+    );
+    let hello = vectors.join("hello.drv");
+    let out = run_ok(
+        offload("offload-master").args([
+            "why-not",
+            path(&hello),
+            "--machines",
+            path(&tmp.path().join("none.scm")),
+        ]),
+        b"",
+    );
+    let text = String::from_utf8(out).unwrap();
+    assert!(
+        text.starts_with("no build machines") && text.contains("decision: decline"),
+        "{text}"
+    );
+    let out = master(
+        &["why-not", path(&machines), "--machines", path(&machines)],
+        b"",
+    );
+    assert!(
+        !out.status.success() && stderr(&out).contains("not a derivation"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -46,6 +46,18 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t)]
         evaluator: crate::machines::load::EvaluatorChoice,
     },
+    /// Explain where a derivation would be built: one line per machine,
+    /// `NAME: usable` or `NAME: <reason>`, then the decision.
+    WhyNot {
+        /// The .drv file.
+        drv: PathBuf,
+        /// The machines file [default: $GUIX_CONFIGURATION_DIRECTORY/machines.scm or /etc/guix/machines.scm].
+        #[arg(long)]
+        machines: Option<PathBuf>,
+        /// Which evaluator reads machines.scm.
+        #[arg(long, value_enum, default_value_t)]
+        evaluator: crate::machines::load::EvaluatorChoice,
+    },
     /// Check this host's interoperability: golden vectors, real libgcrypt
     /// (through Guile and guile-gcrypt, as Guix uses it) and Nix's nix-store.
     ///
@@ -184,6 +196,11 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             format,
             evaluator,
         } => machines(file, format, evaluator),
+        Command::WhyNot {
+            drv,
+            machines,
+            evaluator,
+        } => why_not(&drv, machines, evaluator),
     }
 }
 
@@ -205,6 +222,29 @@ fn machines(
         MachinesFormat::Nix => output::nix(&loaded.machines),
     };
     print!("{text}");
+    Ok(0)
+}
+
+#[allow(clippy::print_stdout, clippy::print_stderr)]
+fn why_not(
+    drv: &std::path::Path,
+    file: Option<PathBuf>,
+    evaluator: crate::machines::load::EvaluatorChoice,
+) -> anyhow::Result<u8> {
+    use anyhow::Context;
+    let file = file.unwrap_or_else(|| offload_files::paths::guix_config_dir().join("machines.scm"));
+    let loaded = crate::machines::load::load(&file, evaluator)?;
+    for warning in &loaded.warnings {
+        eprintln!("offload-master: {warning}");
+    }
+    let mut pool = crate::pool::Pool::default();
+    pool.set_static(&loaded.machines);
+    let bytes =
+        offload_files::key_file::read_limited(drv, offload_core::derivation::MAX_DRV_LEN as u64)
+            .with_context(|| format!("reading {}", drv.display()))?;
+    let report = crate::why_not::report(&drv.display().to_string(), &bytes, &pool, 0)
+        .map_err(anyhow::Error::msg)?;
+    print!("{report}");
     Ok(0)
 }
 

@@ -197,13 +197,6 @@ impl Scope {
         self.parent.as_ref()?.lookup(name)
     }
 
-    fn child(parent: &Env) -> Env {
-        Rc::new(Self {
-            vars: RefCell::default(),
-            parent: Some(parent.clone()),
-        })
-    }
-
     fn define(&self, name: &str, value: Value) {
         self.vars.borrow_mut().insert(name.to_owned(), value);
     }
@@ -257,6 +250,8 @@ pub struct Evaluator {
     default_private_key: String,
     getenv: Getenv,
     steps: u64,
+    /// Every scope made, to break closure ↔ scope cycles when the run ends.
+    scopes: Vec<std::rc::Weak<Scope>>,
 }
 
 impl Evaluator {
@@ -267,15 +262,36 @@ impl Evaluator {
             default_private_key: default_private_key.to_owned(),
             getenv,
             steps: 0,
+            scopes: Vec::new(),
         }
     }
 
-    /// Expand and evaluate the forms in order; the result is the value of the last.
+    /// Expand and evaluate the forms in order; the result is the value of
+    /// the last. Procedures in the result no longer see their bindings: the
+    /// scopes are emptied at the end, which frees closures that refer to
+    /// the scope they are defined in.
     pub fn run(mut self, forms: &[Datum]) -> std::result::Result<Value, EvalError> {
-        let env: Env = Rc::new(Scope::default());
+        let env = self.scope(None);
+        let result = self.run_forms(forms, &env);
+        for scope in self.scopes.drain(..).filter_map(|w| w.upgrade()) {
+            scope.vars.borrow_mut().clear();
+        }
+        result
+    }
+
+    fn scope(&mut self, parent: Option<&Env>) -> Env {
+        let scope = Rc::new(Scope {
+            vars: RefCell::default(),
+            parent: parent.cloned(),
+        });
+        self.scopes.push(Rc::downgrade(&scope));
+        scope
+    }
+
+    fn run_forms(&mut self, forms: &[Datum], env: &Env) -> std::result::Result<Value, EvalError> {
         let mut value = Value::Unspecified;
         for (i, form) in forms.iter().enumerate() {
-            let result = check_syntax(form, 0).and_then(|()| self.eval(form, &env, 0));
+            let result = check_syntax(form, 0).and_then(|()| self.eval(form, env, 0));
             value = result.map_err(|fail| match fail {
                 Fail::Runtime(message) => EvalError::Invalid {
                     pos: form.pos,
@@ -505,7 +521,7 @@ impl Evaluator {
                         format!("this {name} form (named let)"),
                     ));
                 };
-                let scope = Scope::child(env);
+                let scope = self.scope(Some(env));
                 for b in bindings {
                     let Kind::List(pair) = &b.kind else {
                         return Err(bad());
@@ -558,7 +574,7 @@ impl Evaluator {
     }
 
     fn body(&mut self, forms: &[Datum], env: &Env, depth: usize) -> Result<Value> {
-        let scope = Scope::child(env);
+        let scope = self.scope(Some(env));
         let mut v = Value::Unspecified;
         for f in forms {
             v = self.eval(f, &scope, depth + 1)?;
@@ -700,7 +716,7 @@ impl Evaluator {
                         args.len()
                     )));
                 }
-                let scope = Scope::child(env);
+                let scope = self.scope(Some(env));
                 let mut args = args.into_iter();
                 for p in params {
                     scope.define(p, args.next().unwrap_or(Value::Unspecified));

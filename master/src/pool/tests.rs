@@ -1,0 +1,162 @@
+use std::net::{IpAddr, Ipv4Addr};
+
+use super::*;
+use crate::machines::record::{BuildMachine, Location};
+
+pub(crate) fn static_machine(name: &str, systems: &[&str]) -> BuildMachine {
+    BuildMachine {
+        name: name.into(),
+        port: 22,
+        systems: systems.iter().map(|s| (*s).into()).collect(),
+        user: "offload".into(),
+        private_key: "/root/.ssh/id_rsa".into(),
+        host_key: "ssh-ed25519 AAAA".into(),
+        compression: "zlib@openssh.com,zlib".into(),
+        compression_level: 3,
+        daemon_socket: "/var/guix/daemon-socket/socket".into(),
+        overload_threshold: Some(0.8),
+        parallel_builds: 2,
+        speed: 1.5,
+        features: vec!["kvm".into()],
+        location: Location {
+            file: "machines.scm".into(),
+            line: 1,
+            col: 1,
+        },
+    }
+}
+
+pub(crate) fn advert(instance: &str, host: &str, key: Option<&str>) -> Advert {
+    Advert {
+        instance: instance.into(),
+        host: host.into(),
+        addresses: vec![IpAddr::V4(Ipv4Addr::new(10, 0, 0, 7))],
+        port: 7441,
+        systems: vec!["x86_64-linux".into(), "i686-linux".into()],
+        features: vec!["big-parallel".into()],
+        speed: 3.0,
+        slots: 4,
+        free: 3,
+        load: 0.25,
+        disk: 10 << 30,
+        key: key.map(str::to_owned),
+        ssh_port: Some(22),
+        draining: false,
+    }
+}
+
+#[test]
+fn static_and_discovered_merge_by_name_and_port() {
+    let mut pool = Pool::default();
+    pool.set_static(&[static_machine("builder1.lan", &["x86_64-linux"])]);
+    pool.discovered(
+        advert("builder1", "builder1.local.", Some("KEY1")),
+        true,
+        1000,
+    );
+    assert_eq!(pool.machines().len(), 1);
+    let m = &pool.machines()[0];
+    assert_eq!(m.source, Source::Both);
+    // Static fields as the operator wrote them, live fields from the agent.
+    assert_eq!(
+        (m.speed, m.parallel_builds, m.systems.as_slice()),
+        (1.5, 2, &["x86_64-linux".to_owned()][..])
+    );
+    assert_eq!(m.static_entry.as_ref().unwrap().user, "offload");
+    assert_eq!(
+        (m.live.load, m.live.free_slots, m.live.health),
+        (Some(0.25), Some(3), Health::Healthy)
+    );
+    assert_eq!(m.key.as_deref(), Some("KEY1"));
+    // A different SSH port is a different machine.
+    let mut other = advert("builder1-b", "builder1.local.", Some("KEY2"));
+    other.ssh_port = Some(2222);
+    pool.discovered(other, true, 1000);
+    assert_eq!(pool.machines().len(), 2);
+    assert_eq!(pool.machines()[1].source, Source::Discovered);
+}
+
+#[test]
+fn names_match_like_hosts_do() {
+    let ip = [IpAddr::V4(Ipv4Addr::new(10, 0, 0, 7))];
+    assert!(hosts_match("builder1", "builder1.local.", &ip));
+    assert!(hosts_match("Builder1.LAN", "builder1.local", &ip));
+    assert!(hosts_match("10.0.0.7", "whatever.local", &ip));
+    assert!(!hosts_match("10.0.0.8", "whatever.local", &ip));
+    assert!(!hosts_match("builder2", "builder1.local", &ip));
+    assert!(!hosts_match("builder1.lan", "builder1.example.org", &ip));
+}
+
+#[test]
+fn a_known_key_decides_identity() {
+    let mut pool = Pool::default();
+    pool.discovered(advert("a", "box.local", Some("K")), true, 0);
+    // Same key, new instance name and host name: the same machine.
+    pool.discovered(advert("a-renamed", "box-2.local", Some("K")), true, 10);
+    assert_eq!(pool.machines().len(), 1);
+    assert_eq!(pool.machines()[0].name, "box-2.local");
+    // Same host, another key: another machine.
+    let mut twin = advert("b", "box-2.local", Some("OTHER"));
+    twin.ssh_port = Some(22);
+    pool.discovered(twin, true, 10);
+    assert_eq!(pool.machines().len(), 2);
+}
+
+#[test]
+fn vanished_agents_stay_for_the_grace_period_and_keep_history() {
+    let mut pool = Pool::new(5_000);
+    pool.discovered(advert("a", "box.local", Some("K")), true, 0);
+    pool.learn("box.local", 2.0, Some(80e6));
+    pool.vanished("a", 1_000);
+    pool.expire(5_999);
+    assert_eq!(
+        pool.machines()[0].live.health,
+        Health::Vanished { since_ms: 1_000 }
+    );
+    // Flapping: back within the grace period, same entry, same history.
+    pool.discovered(advert("a", "box.local", Some("K")), true, 3_000);
+    pool.vanished("a", 4_000);
+    pool.discovered(advert("a", "box.local", Some("K")), true, 4_500);
+    pool.expire(20_000);
+    assert_eq!(pool.machines().len(), 1);
+    assert_eq!(pool.machines()[0].history.builds, 1);
+    assert_eq!(pool.machines()[0].live.health, Health::Healthy);
+    // Gone for good after the grace period.
+    pool.vanished("a", 21_000);
+    pool.expire(26_000);
+    assert!(pool.machines().is_empty());
+}
+
+#[test]
+fn an_expired_merged_machine_falls_back_to_its_static_entry() {
+    let mut pool = Pool::new(1_000);
+    pool.set_static(&[static_machine("box", &["x86_64-linux"])]);
+    pool.discovered(advert("a", "box.local", None), true, 0);
+    pool.vanished("a", 100);
+    pool.expire(1_100);
+    assert_eq!(pool.machines().len(), 1);
+    assert_eq!(pool.machines()[0].source, Source::Static);
+    assert_eq!(pool.machines()[0].live.health, Health::Unknown);
+}
+
+#[test]
+fn rereading_machines_scm_keeps_discovered_state() {
+    let mut pool = Pool::default();
+    pool.set_static(&[static_machine("box", &["x86_64-linux"])]);
+    pool.discovered(advert("a", "box.local", None), true, 0);
+    pool.discovered(advert("z", "other.local", None), false, 0);
+    pool.set_static(&[static_machine("box", &["x86_64-linux", "aarch64-linux"])]);
+    assert_eq!(pool.machines().len(), 2);
+    assert_eq!(pool.machines()[0].source, Source::Both);
+    assert_eq!(pool.machines()[0].systems.len(), 2);
+    assert_eq!(pool.machines()[0].live.free_slots, Some(3));
+    assert!(!pool.machines()[1].authorized);
+    // Dropping the static entry leaves the discovered machine.
+    pool.set_static(&[]);
+    assert_eq!(pool.machines().len(), 2);
+    assert!(
+        pool.machines()
+            .iter()
+            .all(|m| m.source == Source::Discovered)
+    );
+}
