@@ -374,11 +374,19 @@ fn datum_field(d: &Datum) -> Result<FieldValue, String> {
 /// (device, inode, size, mtime seconds, mtime nanoseconds).
 type FileKey = (u64, u64, u64, i64, i64);
 
+impl Cache {
+    /// How many times a file was actually evaluated (not served from the cache).
+    pub fn evaluations(&self) -> u64 {
+        self.evaluations
+    }
+}
+
 /// Loaded files, keyed by (device, inode, size, mtime): unchanged files are
 /// not evaluated again (Guile costs ~100 ms per start).
 #[derive(Debug, Default)]
 pub struct Cache {
     entries: HashMap<PathBuf, (FileKey, Loaded)>,
+    evaluations: u64,
 }
 
 impl Cache {
@@ -392,6 +400,7 @@ impl Cache {
         {
             return Ok(loaded.clone());
         }
+        self.evaluations += 1;
         let loaded = load(file, choice)?;
         match key {
             Some(key) => {
@@ -402,5 +411,78 @@ impl Cache {
             }
         }
         Ok(loaded)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ONE: &str = r#"(list (build-machine (name "a") (systems (list "x86_64-linux")) (user "u") (host-key "k")))"#;
+    const TWO: &str = r#"(list (build-machine (name "a") (systems (list "x86_64-linux")) (user "u") (host-key "k"))
+      (build-machine (name "b") (systems (list "x86_64-linux")) (user "u") (host-key "k")))"#;
+
+    #[test]
+    fn cache_reevaluates_only_changed_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("machines.scm");
+        std::fs::write(&file, ONE).unwrap();
+        let mut cache = Cache::default();
+        assert_eq!(
+            cache
+                .load(&file, EvaluatorChoice::Native)
+                .unwrap()
+                .machines
+                .len(),
+            1
+        );
+        assert_eq!(
+            cache
+                .load(&file, EvaluatorChoice::Native)
+                .unwrap()
+                .machines
+                .len(),
+            1
+        );
+        assert_eq!(
+            cache.evaluations(),
+            1,
+            "unchanged file served from the cache"
+        );
+        // A new file (new inode, size and mtime) is evaluated again.
+        let replacement = dir.path().join("new.scm");
+        std::fs::write(&replacement, TWO).unwrap();
+        std::fs::rename(&replacement, &file).unwrap();
+        assert_eq!(
+            cache
+                .load(&file, EvaluatorChoice::Native)
+                .unwrap()
+                .machines
+                .len(),
+            2
+        );
+        assert_eq!(cache.evaluations(), 2);
+        // A file that disappears means no machines, as in Guix.
+        std::fs::remove_file(&file).unwrap();
+        assert!(
+            cache
+                .load(&file, EvaluatorChoice::Native)
+                .unwrap()
+                .machines
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn missing_file_is_no_machines_and_unreadable_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(
+            load(&dir.path().join("absent.scm"), EvaluatorChoice::Auto).unwrap(),
+            Loaded::default()
+        );
+        let err = load(dir.path(), EvaluatorChoice::Native)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("failed to open machine file"), "{err}");
     }
 }
