@@ -11,8 +11,10 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod cli;
+pub mod discover;
 pub mod machines;
 pub mod pool;
 pub mod scheduler;
 pub mod self_check;
+pub mod status;
 pub mod why_not;

@@ -46,6 +46,25 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t)]
         evaluator: crate::machines::load::EvaluatorChoice,
     },
+    /// Show the build machines: machines.scm merged with the agents that
+    /// answer on the LAN, with live load, free slots, disk and health.
+    Status {
+        /// Print JSON (one object per machine) instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// The machines file [default: $GUIX_CONFIGURATION_DIRECTORY/machines.scm or /etc/guix/machines.scm].
+        #[arg(long)]
+        machines: Option<PathBuf>,
+        /// How long to listen for agents, in milliseconds.
+        #[arg(long, default_value_t = 1500)]
+        discover_ms: u64,
+        /// The ACL deciding which agents are authorized [default: $GUIX_CONFIGURATION_DIRECTORY/acl].
+        #[arg(long)]
+        acl: Option<PathBuf>,
+        /// Only use these interfaces for mDNS (repeatable) [default: all].
+        #[arg(long = "interface")]
+        interfaces: Vec<String>,
+    },
     /// Explain where a derivation would be built: one line per machine,
     /// `NAME: usable` or `NAME: <reason>`, then the decision.
     WhyNot {
@@ -196,6 +215,13 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             format,
             evaluator,
         } => machines(file, format, evaluator),
+        Command::Status {
+            json,
+            machines,
+            discover_ms,
+            acl,
+            interfaces,
+        } => status(json, machines, discover_ms, acl, &interfaces),
         Command::WhyNot {
             drv,
             machines,
@@ -222,6 +248,54 @@ fn machines(
         MachinesFormat::Nix => output::nix(&loaded.machines),
     };
     print!("{text}");
+    Ok(0)
+}
+
+#[allow(clippy::print_stdout, clippy::print_stderr)]
+fn status(
+    json: bool,
+    machines: Option<PathBuf>,
+    discover_ms: u64,
+    acl: Option<PathBuf>,
+    interfaces: &[String],
+) -> anyhow::Result<u8> {
+    let file =
+        machines.unwrap_or_else(|| offload_files::paths::guix_config_dir().join("machines.scm"));
+    let loaded = crate::machines::load::load(&file, crate::machines::load::EvaluatorChoice::Auto)?;
+    let acl_path = acl.unwrap_or_else(offload_files::paths::default_acl);
+    let acl = match offload_files::acl_file::load(&acl_path) {
+        Ok(acl) => acl,
+        Err(offload_files::acl_file::Error::Missing(_)) => {
+            eprintln!(
+                "offload-master: warning: no ACL at {}: no discovered agent is authorized",
+                acl_path.display()
+            );
+            offload_core::acl::Acl::default()
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let (adverts, warnings) =
+        crate::discover::browse(std::time::Duration::from_millis(discover_ms), interfaces)?;
+    for warning in loaded.warnings.iter().chain(&warnings) {
+        eprintln!("offload-master: {warning}");
+    }
+    let mut pool = crate::pool::Pool::default();
+    pool.set_static(&loaded.machines);
+    for advert in adverts {
+        let authorized = advert
+            .key
+            .as_deref()
+            .is_some_and(|k| acl.contains_fingerprint(k));
+        pool.discovered(advert, authorized, 0);
+    }
+    print!(
+        "{}",
+        if json {
+            crate::status::json(&pool)
+        } else {
+            crate::status::table(&pool)
+        }
+    );
     Ok(0)
 }
 

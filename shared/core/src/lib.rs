@@ -15,6 +15,7 @@
 pub mod acl;
 pub mod crypto;
 pub mod derivation;
+pub mod dnssd;
 pub mod export;
 pub mod hashing;
 pub mod hex;

@@ -1,0 +1,134 @@
+//! Advertising the agent over DNS-SD with mdns-sd.
+//!
+//! One instance of `_guix-offload._udp` named after the machine, with the
+//! subtype of its first system (mdns-sd registers one subtype per
+//! instance), and the TXT schema of `offload_core::dnssd`. Live values
+//! (load, free slots, disk) are re-advertised when they change, at most
+//! once per [`Advertiser::min_update_interval`]. Dropping nothing: call
+//! [`Advertiser::shutdown`], which sends goodbye packets so masters forget
+//! the agent at once.
+//!
+//! mdns-sd joins multicast groups on every interface that is up before it
+//! applies restrictions: pass `interfaces` on any machine with interfaces
+//! you do not want to speak mDNS on (tests run only inside network
+//! namespaces).
+
+use std::time::{Duration, Instant};
+
+use mdns_sd::{IfKind, ServiceDaemon, ServiceInfo};
+use offload_core::dnssd::{self, Txt};
+
+/// Why advertising failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// mdns-sd refused.
+    #[error("mDNS: {0}")]
+    Mdns(#[from] mdns_sd::Error),
+    /// A bad name.
+    #[error("invalid agent name {0:?}: use letters, digits and `-` (at most 63)")]
+    Name(String),
+}
+
+/// A running advertisement.
+pub struct Advertiser {
+    daemon: ServiceDaemon,
+    name: String,
+    port: u16,
+    txt: Txt,
+    fullname: String,
+    last_update: Instant,
+    min_update_interval: Duration,
+}
+
+/// Whether `name` is a usable DNS label for the instance and host.
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        && !name.starts_with('-')
+}
+
+impl Advertiser {
+    /// Start advertising `txt` for agent `name` on `port`, on the given
+    /// interfaces (all when empty), IPv4 only.
+    pub fn start(name: &str, port: u16, txt: Txt, interfaces: &[String]) -> Result<Self, Error> {
+        if !valid_name(name) {
+            return Err(Error::Name(name.to_owned()));
+        }
+        let daemon = ServiceDaemon::new()?;
+        if !interfaces.is_empty() {
+            daemon.disable_interface(IfKind::All)?;
+            for iface in interfaces {
+                daemon.enable_interface(IfKind::Name(iface.clone()))?;
+            }
+        }
+        daemon.disable_interface(IfKind::IPv6)?;
+        let mut me = Self {
+            daemon,
+            name: name.to_owned(),
+            port,
+            txt,
+            fullname: String::new(),
+            last_update: Instant::now(),
+            min_update_interval: Duration::from_secs(1),
+        };
+        me.register(true)?;
+        Ok(me)
+    }
+
+    /// The instance's full DNS-SD name.
+    pub fn fullname(&self) -> &str {
+        &self.fullname
+    }
+
+    /// The TXT currently advertised.
+    pub fn txt(&self) -> &Txt {
+        &self.txt
+    }
+
+    /// The shortest time between two TXT updates.
+    pub fn min_update_interval(&self) -> Duration {
+        self.min_update_interval
+    }
+
+    fn register(&mut self, probe: bool) -> Result<(), Error> {
+        let ty = self
+            .txt
+            .systems
+            .first()
+            .map_or_else(|| dnssd::SERVICE_TYPE.to_owned(), |s| dnssd::subtype(s));
+        let props: Vec<(&str, String)> = self.txt.encode();
+        let host = format!("{}.local.", self.name);
+        let mut info =
+            ServiceInfo::new(&ty, &self.name, &host, "", self.port, &props[..])?.enable_addr_auto();
+        // Probing (RFC 6762 §8) costs ~1 s; the first registration probes so
+        // name conflicts are resolved, TXT updates of our own name need not.
+        info.set_requires_probe(probe);
+        self.fullname = info.get_fullname().to_owned();
+        self.daemon.register(info)?;
+        self.last_update = Instant::now();
+        Ok(())
+    }
+
+    /// Advertise new live values if they changed and the rate limit allows;
+    /// returns whether an update was sent.
+    pub fn update(&mut self, txt: Txt) -> Result<bool, Error> {
+        if txt == self.txt || self.last_update.elapsed() < self.min_update_interval {
+            return Ok(false);
+        }
+        self.txt = txt;
+        self.register(false)?;
+        Ok(true)
+    }
+
+    /// Say goodbye (masters drop the agent at once) and stop the daemon.
+    pub fn shutdown(self) -> Result<(), Error> {
+        if let Ok(status) = self.daemon.unregister(&self.fullname) {
+            let _ = status.recv_timeout(Duration::from_secs(2));
+        }
+        if let Ok(status) = self.daemon.shutdown() {
+            let _ = status.recv_timeout(Duration::from_secs(2));
+        }
+        Ok(())
+    }
+}

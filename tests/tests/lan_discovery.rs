@@ -1,0 +1,232 @@
+//! Discovery on a real LAN of network namespaces: agents advertise with
+//! mdns-sd, `offload-master status` browses from another host. Nothing here
+//! touches the host namespace (see `offload_tests::lan`).
+
+use std::fs;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use offload_tests::lan::Lan;
+use offload_tests::{bin, offload, run_ok};
+use serde_json::Value;
+
+/// One agent per host: (name, systems, features, speed, slots).
+const AGENTS: [(&str, &str, &str, &str, &str); 5] = [
+    (
+        "agent0",
+        "x86_64-linux,i686-linux",
+        "kvm,big-parallel",
+        "2.5",
+        "4",
+    ),
+    ("agent1", "aarch64-linux", "", "1", "2"),
+    ("agent2", "x86_64-linux", "kvm", "1.5", "1"),
+    ("agent3", "riscv64-linux", "nixos-test", "0.75", "8"),
+    ("agent4", "x86_64-linux", "", "3", "3"),
+];
+
+struct Farm {
+    lan: Lan,
+    tmp: tempfile::TempDir,
+    pids: Vec<u32>,
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().expect("UTF-8 path")
+}
+
+/// Five agents on hosts 0–4; host 5 is the master. Agent 3's key is left
+/// out of the ACL; machines.scm names agent2 statically.
+fn farm() -> Farm {
+    let lan = Lan::new(6);
+    let tmp = tempfile::tempdir().unwrap();
+    let acl = tmp.path().join("acl");
+    let mut pids = Vec::new();
+    for (i, (name, systems, features, speed, slots)) in AGENTS.iter().enumerate() {
+        let keys = tmp.path().join(name);
+        run_ok(
+            offload("offload-master").args(["key", "generate", "--dir", path(&keys)]),
+            b"",
+        );
+        if i != 3 {
+            let public = fs::read(keys.join("signing-key.pub")).unwrap();
+            run_ok(
+                offload("offload-master").args(["key", "authorize", "--acl", path(&acl)]),
+                &public,
+            );
+        }
+        let mut cmd = lan.command(i, bin("offload-agent"));
+        cmd.env("RUST_LOG", "warn").args([
+            "run",
+            "--name",
+            name,
+            "--systems",
+            systems,
+            "--speed",
+            speed,
+            "--parallel-builds",
+            slots,
+            "--key",
+            path(&keys.join("signing-key.sec")),
+            "--interface",
+            &lan.hosts()[i].iface,
+            "--ssh",
+            "offload@22",
+            "--update-secs",
+            "0.5",
+        ]);
+        if !features.is_empty() {
+            cmd.args(["--features", features]);
+        }
+        pids.push(lan.spawn(cmd));
+    }
+    fs::write(
+        tmp.path().join("machines.scm"),
+        r#"(list (build-machine (name "agent2") (systems (list "x86_64-linux")) (user "offload") (host-key "ssh-ed25519 AAAA") (speed 9.)))"#,
+    )
+    .unwrap();
+    Farm { lan, tmp, pids }
+}
+
+/// `status --json` from the master host.
+fn status(f: &Farm, discover_ms: u64) -> Vec<Value> {
+    let mut cmd = f.lan.command(5, bin("offload-master"));
+    cmd.env("RUST_LOG", "warn").args([
+        "status",
+        "--json",
+        "--discover-ms",
+        &discover_ms.to_string(),
+        "--interface",
+        &f.lan.hosts()[5].iface,
+        "--machines",
+        path(&f.tmp.path().join("machines.scm")),
+        "--acl",
+        path(&f.tmp.path().join("acl")),
+    ]);
+    let out = cmd.output().expect("status");
+    assert!(
+        out.status.success(),
+        "status failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice::<Value>(&out.stdout)
+        .expect("JSON")
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn by_name<'a>(machines: &'a [Value], name: &str) -> Option<&'a Value> {
+    machines.iter().find(|m| {
+        m["name"]
+            .as_str()
+            .is_some_and(|n| n.trim_end_matches(".local") == name)
+    })
+}
+
+/// Poll `status` until `ok` holds, for at most `limit`.
+fn wait_for(f: &Farm, limit: Duration, ok: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let start = Instant::now();
+    loop {
+        let machines = status(f, 1500);
+        if ok(&machines) || start.elapsed() > limit {
+            return machines;
+        }
+    }
+}
+
+#[test]
+fn five_agents_are_discovered_with_their_fields() {
+    let f = farm();
+    let machines = wait_for(&f, Duration::from_secs(20), |m| {
+        m.len() == 5 && AGENTS.iter().all(|a| by_name(m, a.0).is_some())
+    });
+    assert_eq!(machines.len(), 5, "{machines:#?}");
+    for (i, (name, systems, features, speed, slots)) in AGENTS.iter().enumerate() {
+        let m = by_name(&machines, name).unwrap_or_else(|| panic!("{name} missing: {machines:#?}"));
+        let list = |v: &Value| {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s.as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        if i == 2 {
+            // machines.scm names agent2: one machine, static fields kept.
+            assert_eq!(m["source"], "both", "{m:#}");
+            assert_eq!(m["speed"], 9.0, "static speed override: {m:#}");
+            assert_eq!(list(&m["systems"]), "x86_64-linux");
+        } else {
+            assert_eq!(m["source"], "discovered", "{m:#}");
+            assert_eq!(list(&m["systems"]), *systems);
+            assert_eq!(list(&m["features"]), *features);
+            assert_eq!(m["speed"].as_f64().unwrap(), speed.parse::<f64>().unwrap());
+            assert_eq!(m["parallel-builds"].to_string(), *slots);
+        }
+        assert_eq!(m["free"].to_string(), *slots, "{m:#}");
+        assert_eq!(m["authorized"], i != 3, "{name}: {m:#}");
+        assert_eq!(m["health"], "healthy");
+        assert_eq!(m["port"], 7441);
+        assert_eq!(m["addresses"][0], format!("10.77.0.{}", i + 1));
+        assert_eq!(m["key"].as_str().map(str::len), Some(52));
+        assert!(
+            m["load"].as_f64().is_some() && m["disk"].as_u64().is_some_and(|d| d > 0),
+            "{m:#}"
+        );
+    }
+}
+
+#[test]
+fn a_stopped_agent_is_gone_and_draining_is_seen() {
+    let f = farm();
+    let all = wait_for(&f, Duration::from_secs(20), |m| m.len() == 5);
+    assert_eq!(all.len(), 5, "{all:#?}");
+    // SIGUSR1: agent4 starts draining; the new TXT reaches the master.
+    f.lan.signal_only(f.pids[4], "USR1");
+    let drained = wait_for(&f, Duration::from_secs(6), |m| {
+        by_name(m, "agent4").is_some_and(|a| a["draining"] == true)
+    });
+    assert_eq!(
+        by_name(&drained, "agent4").unwrap()["draining"],
+        true,
+        "{drained:#?}"
+    );
+    // SIGTERM: agent1 says goodbye; the next status no longer lists it.
+    f.lan.signal(f.pids[1], "TERM");
+    let start = Instant::now();
+    let after = status(&f, 1500);
+    assert!(
+        by_name(&after, "agent1").is_none(),
+        "agent1 still listed: {after:#?}"
+    );
+    assert!(start.elapsed() < Duration::from_secs(3));
+    assert_eq!(after.len(), 4, "{after:#?}");
+}
+
+#[test]
+fn the_lan_has_only_its_own_interfaces_and_leaves_nothing_behind() {
+    let names: Vec<String>;
+    {
+        let lan = Lan::new(2);
+        names = lan.hosts().iter().map(|h| h.ns.clone()).collect();
+        let out = lan
+            .command(0, "ping")
+            .args(["-c", "1", "-W", "2", "10.77.0.2"])
+            .output()
+            .expect("ping");
+        assert!(
+            out.status.success(),
+            "hosts reach each other: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    let list = std::process::Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .unwrap();
+    let list = String::from_utf8_lossy(&list.stdout);
+    for n in names {
+        assert!(!list.contains(&n), "{n} left behind");
+    }
+}
