@@ -4,9 +4,10 @@
 //! subtype of its first system (mdns-sd registers one subtype per
 //! instance), and the TXT schema of `offload_core::dnssd`. Live values
 //! (load, free slots, disk) are re-advertised when they change, at most
-//! once per [`Advertiser::min_update_interval`]. Dropping nothing: call
-//! [`Advertiser::shutdown`], which sends goodbye packets so masters forget
-//! the agent at once.
+//! once per [`Advertiser::min_update_interval`]. Call
+//! [`Advertiser::shutdown`] to stop: it advertises `draining=1` and then
+//! sends goodbye packets, so masters forget the agent at once and know it
+//! stopped cleanly (a removal without `draining` means a crash).
 //!
 //! mdns-sd joins multicast groups on every interface that is up before it
 //! applies restrictions: pass `interfaces` on any machine with interfaces
@@ -17,6 +18,13 @@ use std::time::{Duration, Instant};
 
 use mdns_sd::{IfKind, ServiceDaemon, ServiceInfo};
 use offload_core::dnssd::{self, Txt};
+
+/// Load changes smaller than this wait for the periodic refresh.
+pub const LOAD_STEP: f64 = 0.1;
+/// Free disk is compared in steps of this many bytes.
+pub const DISK_STEP: u64 = 256 << 20;
+/// Small drifts in load and disk are re-advertised at most this often.
+pub const REFRESH: Duration = Duration::from_secs(30);
 
 /// Why advertising failed.
 #[derive(Debug, thiserror::Error)]
@@ -110,10 +118,26 @@ impl Advertiser {
         Ok(())
     }
 
-    /// Advertise new live values if they changed and the rate limit allows;
-    /// returns whether an update was sent.
+    /// Advertise new live values when they changed enough and the rate
+    /// limit allows; returns whether an update was sent. A change counts
+    /// when slots, draining or anything static changed, the load moved by
+    /// at least [`LOAD_STEP`], or free disk crossed a [`DISK_STEP`]
+    /// boundary; smaller drifts are sent at most every [`REFRESH`].
     pub fn update(&mut self, txt: Txt) -> Result<bool, Error> {
-        if txt == self.txt || self.last_update.elapsed() < self.min_update_interval {
+        if self.last_update.elapsed() < self.min_update_interval {
+            return Ok(false);
+        }
+        let old = &self.txt;
+        let significant = Txt {
+            load: old.load,
+            disk: old.disk,
+            ..txt.clone()
+        } != *old
+            || (txt.load - old.load).abs() >= LOAD_STEP
+            || txt.disk / DISK_STEP != old.disk / DISK_STEP;
+        let refresh_due =
+            (txt.load != old.load || txt.disk != old.disk) && self.last_update.elapsed() >= REFRESH;
+        if !(significant || refresh_due) {
             return Ok(false);
         }
         self.txt = txt;
@@ -121,8 +145,15 @@ impl Advertiser {
         Ok(true)
     }
 
-    /// Say goodbye (masters drop the agent at once) and stop the daemon.
-    pub fn shutdown(self) -> Result<(), Error> {
+    /// Say goodbye and stop the daemon. The agent first advertises
+    /// `draining=1`, so masters can tell this clean stop from a crash (a
+    /// removal without it), then sends goodbye packets.
+    pub fn shutdown(mut self) -> Result<(), Error> {
+        if !self.txt.draining {
+            self.txt.draining = true;
+            self.register(false)?;
+            std::thread::sleep(Duration::from_millis(1000));
+        }
         if let Ok(status) = self.daemon.unregister(&self.fullname) {
             let _ = status.recv_timeout(Duration::from_secs(2));
         }

@@ -16,5 +16,6 @@ pub mod machines;
 pub mod pool;
 pub mod scheduler;
 pub mod self_check;
+pub mod serve;
 pub mod status;
 pub mod why_not;

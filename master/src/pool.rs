@@ -393,6 +393,27 @@ impl Pool {
         }
     }
 
+    /// The agent advertised as `instance` stopped answering (a verification
+    /// query went unanswered; later: its QUIC connection failed).
+    pub fn unhealthy_instance(&mut self, instance: &str, now_ms: u64) {
+        for m in &mut self.machines {
+            if m.advert.as_ref().is_some_and(|a| a.instance == instance)
+                && !matches!(m.live.health, Health::Unhealthy { .. })
+            {
+                m.live.health = Health::Unhealthy { since_ms: now_ms };
+            }
+        }
+    }
+
+    /// Re-decide which discovered agents are authorized (the ACL changed).
+    pub fn reauthorize(&mut self, authorized: impl Fn(&str) -> bool) {
+        for m in &mut self.machines {
+            if m.static_entry.is_none() {
+                m.authorized = m.key.as_deref().is_some_and(&authorized);
+            }
+        }
+    }
+
     /// An agent stopped answering (its QUIC connection failed).
     pub fn unhealthy(&mut self, name: &str, now_ms: u64) {
         for m in &mut self.machines {

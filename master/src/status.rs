@@ -14,6 +14,14 @@ fn health(m: &Machine) -> &'static str {
     }
 }
 
+/// The machines status shows: an agent that said goodbye is kept by the
+/// pool for the grace period (so the hook postpones) but is no longer listed.
+fn listed(pool: &Pool) -> impl Iterator<Item = &Machine> {
+    pool.machines()
+        .iter()
+        .filter(|m| !matches!(m.live.health, Health::Vanished { .. }))
+}
+
 fn port(m: &Machine) -> u16 {
     m.advert.as_ref().map_or(m.ssh_port, |a| a.port)
 }
@@ -22,9 +30,7 @@ fn port(m: &Machine) -> u16 {
 /// `features`, `speed`, `parallel-builds`, `free`, `load`, `disk`, `key`,
 /// `authorized`, `addresses`, `port`, `health` (unknown values are `null`).
 pub fn json(pool: &Pool) -> String {
-    let machines: Vec<serde_json::Value> = pool
-        .machines()
-        .iter()
+    let machines: Vec<serde_json::Value> = listed(pool)
         .map(|m| {
             serde_json::json!({
                 "name": m.name,
@@ -64,7 +70,7 @@ pub fn table(pool: &Pool) -> String {
         "{:<24} {:<10} {:<9} {:>5} {:>5} {:>5} {:>9}  {:<10} systems",
         "NAME", "SOURCE", "HEALTH", "SPEED", "FREE", "LOAD", "DISK GiB", "AUTHORIZED"
     );
-    for m in pool.machines() {
+    for m in listed(pool) {
         let free = m
             .live
             .free_slots

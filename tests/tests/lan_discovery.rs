@@ -230,3 +230,130 @@ fn the_lan_has_only_its_own_interfaces_and_leaves_nothing_behind() {
         assert!(!list.contains(&n), "{n} left behind");
     }
 }
+
+/// `status` through a running `serve` on the master host.
+fn serve_status(f: &Farm, socket: &Path) -> Vec<Value> {
+    let mut cmd = f.lan.command(5, bin("offload-master"));
+    cmd.env("RUST_LOG", "warn")
+        .args(["status", "--json", "--socket", path(socket)]);
+    let out = cmd.output().expect("status");
+    assert!(
+        out.status.success(),
+        "status failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice::<Value>(&out.stdout)
+        .expect("JSON")
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn serve_wait(
+    f: &Farm,
+    socket: &Path,
+    limit: Duration,
+    ok: impl Fn(&[Value]) -> bool,
+) -> (Vec<Value>, Duration) {
+    let start = Instant::now();
+    loop {
+        let machines = serve_status(f, socket);
+        if ok(&machines) || start.elapsed() > limit {
+            return (machines, start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn serve_tracks_goodbyes_crashes_and_machines_scm() {
+    let f = farm();
+    let socket = f.tmp.path().join("master.sock");
+    let machines_scm = f.tmp.path().join("machines.scm");
+    let mut cmd = f.lan.command(5, bin("offload-master"));
+    let log = fs::File::create(f.tmp.path().join("serve.log")).unwrap();
+    cmd.stderr(log);
+    cmd.env("RUST_LOG", "info").args([
+        "serve",
+        "--socket",
+        path(&socket),
+        "--machines",
+        path(&machines_scm),
+        "--acl",
+        path(&f.tmp.path().join("acl")),
+        "--interface",
+        &f.lan.hosts()[5].iface,
+        "--grace-ms",
+        "4000",
+        "--verify-ms",
+        "2500",
+    ]);
+    f.lan.spawn(cmd);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !socket.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (all, _) = serve_wait(&f, &socket, Duration::from_secs(20), |m| m.len() == 5);
+    assert_eq!(all.len(), 5, "{all:#?}");
+    assert_eq!(by_name(&all, "agent2").unwrap()["source"], "both");
+
+    // A TXT change reaches a long-running browser.
+    f.lan.signal_only(f.pids[4], "USR1");
+    let (drained, _) = serve_wait(&f, &socket, Duration::from_secs(5), |m| {
+        by_name(m, "agent4").is_some_and(|a| a["draining"] == true)
+    });
+    assert_eq!(
+        by_name(&drained, "agent4").unwrap()["draining"],
+        true,
+        "{drained:#?}"
+    );
+
+    // A goodbye: gone from status at once (kept for the scheduler during the grace period).
+    f.lan.signal(f.pids[1], "TERM");
+    let (after, took) = serve_wait(&f, &socket, Duration::from_secs(5), |m| {
+        by_name(m, "agent1").is_none()
+    });
+    assert!(by_name(&after, "agent1").is_none(), "{after:#?}");
+    assert!(took < Duration::from_secs(2), "gone after {took:?}");
+
+    // A crash: no goodbye; marked unhealthy, then removed after the grace period.
+    f.lan.signal(f.pids[0], "KILL");
+    let (sick, _) = serve_wait(&f, &socket, Duration::from_secs(8), |m| {
+        by_name(m, "agent0").is_some_and(|a| a["health"] == "unhealthy")
+    });
+    assert_eq!(
+        by_name(&sick, "agent0").map(|a| a["health"].clone()),
+        Some(Value::from("unhealthy")),
+        "serve log:\n{}",
+        fs::read_to_string(f.tmp.path().join("serve.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("agent0") || l.contains("erify") || l.contains("unhealthy"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let (gone, _) = serve_wait(&f, &socket, Duration::from_secs(10), |m| {
+        by_name(m, "agent0").is_none()
+    });
+    assert!(by_name(&gone, "agent0").is_none(), "{gone:#?}");
+
+    // machines.scm is re-read when it changes.
+    fs::write(
+        &machines_scm,
+        r#"(list (build-machine (name "static-only.lan") (systems (list "x86_64-linux")) (user "offload") (host-key "ssh-ed25519 AAAA")))"#,
+    )
+    .unwrap();
+    let (reread, _) = serve_wait(&f, &socket, Duration::from_secs(5), |m| {
+        by_name(m, "static-only.lan").is_some()
+    });
+    let s = by_name(&reread, "static-only.lan").unwrap_or_else(|| panic!("{reread:#?}"));
+    assert_eq!(
+        (s["source"].as_str(), s["health"].as_str()),
+        (Some("static"), Some("unknown"))
+    );
+    assert_eq!(
+        by_name(&reread, "agent2").unwrap()["source"],
+        "discovered",
+        "agent2 lost its static entry"
+    );
+}

@@ -46,9 +46,37 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t)]
         evaluator: crate::machines::load::EvaluatorChoice,
     },
+    /// Keep the machine pool warm: discover agents, re-read machines.scm
+    /// when it changes, track health, and answer `status` over a Unix socket.
+    Serve {
+        /// The socket to listen on.
+        #[arg(long, default_value = offload_files::paths::DEFAULT_MASTER_SOCKET)]
+        socket: PathBuf,
+        /// The machines file [default: $GUIX_CONFIGURATION_DIRECTORY/machines.scm or /etc/guix/machines.scm].
+        #[arg(long)]
+        machines: Option<PathBuf>,
+        /// The ACL deciding which agents are authorized [default: $GUIX_CONFIGURATION_DIRECTORY/acl].
+        #[arg(long)]
+        acl: Option<PathBuf>,
+        /// Only use these interfaces for mDNS (repeatable) [default: all].
+        #[arg(long = "interface")]
+        interfaces: Vec<String>,
+        /// How long a vanished or unhealthy agent is kept (milliseconds).
+        #[arg(long, default_value_t = crate::pool::DEFAULT_GRACE_MS)]
+        grace_ms: u64,
+        /// How often agents are checked for liveness (milliseconds).
+        #[arg(long, default_value_t = 5000)]
+        verify_ms: u64,
+    },
     /// Show the build machines: machines.scm merged with the agents that
     /// answer on the LAN, with live load, free slots, disk and health.
+    ///
+    /// Asks a running `offload-master serve`; without one, listens for
+    /// agents by itself for --discover-ms.
     Status {
+        /// The socket of `offload-master serve`.
+        #[arg(long, default_value = offload_files::paths::DEFAULT_MASTER_SOCKET)]
+        socket: PathBuf,
         /// Print JSON (one object per machine) instead of a table.
         #[arg(long)]
         json: bool,
@@ -216,12 +244,48 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             evaluator,
         } => machines(file, format, evaluator),
         Command::Status {
+            socket,
             json,
             machines,
             discover_ms,
             acl,
             interfaces,
-        } => status(json, machines, discover_ms, acl, &interfaces),
+        } => {
+            if let Some(reply) = crate::serve::ask(&socket, json) {
+                #[allow(clippy::print_stdout)]
+                {
+                    print!("{reply}");
+                }
+                return Ok(0);
+            }
+            status(json, machines, discover_ms, acl, &interfaces)
+        }
+        Command::Serve {
+            socket,
+            machines,
+            acl,
+            interfaces,
+            grace_ms,
+            verify_ms,
+        } => {
+            let config = crate::serve::Config {
+                socket,
+                machines: machines.unwrap_or_else(|| {
+                    offload_files::paths::guix_config_dir().join("machines.scm")
+                }),
+                acl: acl.unwrap_or_else(offload_files::paths::default_acl),
+                interfaces,
+                grace_ms,
+                verify_ms,
+                verify_timeout_ms: 1000,
+            };
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+                signal_hook::flag::register(signal, std::sync::Arc::clone(&stop))?;
+            }
+            crate::serve::run(&config, &stop)?;
+            Ok(0)
+        }
         Command::WhyNot {
             drv,
             machines,

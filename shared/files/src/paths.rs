@@ -13,6 +13,9 @@ pub fn guix_config_dir() -> PathBuf {
         .map_or_else(|| PathBuf::from("/etc/guix"), PathBuf::from)
 }
 
+/// Where `offload-master serve` listens by default.
+pub const DEFAULT_MASTER_SOCKET: &str = "/run/offload/master.sock";
+
 /// The ACL file: `<config dir>/acl`.
 pub fn default_acl() -> PathBuf {
     guix_config_dir().join("acl")
