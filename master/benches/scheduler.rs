@@ -63,6 +63,7 @@ fn main() {
             local_speed: 1.0,
             expected_build_secs: 60.0,
             missing_bytes: &bytes,
+            in_flight: &|_| 0,
         };
         let policy = Policy::default();
         let iterations = (200_000 / n).max(200);

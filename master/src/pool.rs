@@ -177,6 +177,9 @@ pub struct Machine {
     pub key: Option<String>,
     /// Whether that key is in the ACL (static machines are authorized by the operator).
     pub authorized: bool,
+    /// Whether the advertised key is in the ACL (what `authorized` becomes
+    /// if the static entry goes away).
+    pub advert_authorized: bool,
     /// The static entry, if any.
     pub static_entry: Option<BuildMachine>,
     /// The advertisement, if discovered.
@@ -201,6 +204,7 @@ impl Machine {
             overload_threshold: m.overload_threshold,
             key: None,
             authorized: true,
+            advert_authorized: false,
             static_entry: Some(m.clone()),
             advert: None,
             live: Live::default(),
@@ -219,6 +223,7 @@ impl Machine {
             self.overload_threshold = Some(crate::machines::record::DEFAULT_OVERLOAD_THRESHOLD);
             self.authorized = authorized;
         }
+        self.advert_authorized = authorized;
         self.key = a.key.clone().or(self.key.take());
         self.live = Live {
             load: Some(a.load),
@@ -294,39 +299,56 @@ impl Pool {
     pub fn set_static(&mut self, statics: &[BuildMachine]) {
         let mut next: Vec<Machine> = Vec::new();
         for s in statics {
-            let mut m = Machine::from_static(s);
-            let existing = self.machines.iter().position(|old| {
-                old.static_entry
+            // The same machine listed twice is one machine (slots are per machine).
+            if next.iter().any(|m| {
+                m.static_entry
                     .as_ref()
                     .is_some_and(|e| e.name == s.name && e.port == s.port)
-                    || (old.static_entry.is_none()
-                        && old
-                            .advert
+            }) {
+                continue;
+            }
+            let mut m = Machine::from_static(s);
+            // The same static entry, the same host under a new spelling, or
+            // an agent that turns out to be this machine.
+            let existing =
+                self.machines
+                    .iter()
+                    .position(|old| {
+                        old.static_entry
                             .as_ref()
-                            .is_some_and(|a| Self::advert_matches(&m, a)))
-            });
+                            .is_some_and(|e| e.name == s.name && e.port == s.port)
+                    })
+                    .or_else(|| {
+                        self.machines.iter().position(|old| {
+                            old.static_entry.as_ref().is_some_and(|e| {
+                                hosts_match(&e.name, &s.name, &[]) && e.port == s.port
+                            }) || old
+                                .advert
+                                .as_ref()
+                                .is_some_and(|a| Self::advert_matches(&m, a))
+                        })
+                    });
             if let Some(i) = existing {
                 let old = self.machines.remove(i);
                 m.history = old.history;
                 m.key = old.key.clone();
+                m.live = old.live.clone();
+                m.advert_authorized = old.advert_authorized;
                 if let Some(advert) = &old.advert {
                     m.advert = Some(advert.clone());
-                    m.live = old.live.clone();
                     m.source = Source::Both;
                 }
             }
             next.push(m);
         }
-        // Whatever is left was only discovered (or lost its static entry).
+        // Whatever is left was only discovered (or lost its static entry):
+        // it keeps its live state and is authorized only if its key is.
         for mut old in self.machines.drain(..) {
-            if old.advert.is_some() {
-                let advert = old.advert.clone();
+            if let Some(a) = old.advert.clone() {
                 old.static_entry = None;
-                if let Some(a) = advert {
-                    let (live, authorized) = (old.live.clone(), old.authorized);
-                    old.apply_advert(&a, authorized, old.live.last_seen_ms.unwrap_or(0));
-                    old.live = live;
-                }
+                let (live, authorized) = (old.live.clone(), old.advert_authorized);
+                old.apply_advert(&a, authorized, old.live.last_seen_ms.unwrap_or(0));
+                old.live = live;
                 next.push(old);
             }
         }
@@ -371,6 +393,7 @@ impl Pool {
                     overload_threshold: None,
                     key: None,
                     authorized,
+                    advert_authorized: authorized,
                     static_entry: None,
                     advert: None,
                     live: Live::default(),
@@ -460,6 +483,11 @@ impl Pool {
     /// Record a finished build on `name`: `observed / predicted` seconds
     /// updates its slowness, `bytes / transfer_secs` its throughput.
     pub fn learn(&mut self, name: &str, slowness: f64, throughput: Option<f64>) {
+        if !(slowness.is_finite() && slowness > 0.0)
+            || throughput.is_some_and(|t| !(t.is_finite() && t > 0.0))
+        {
+            return;
+        }
         for m in self.machines.iter_mut().filter(|m| m.name == name) {
             let h = &mut m.history;
             h.slowness = if h.builds == 0 {

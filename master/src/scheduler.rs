@@ -10,9 +10,15 @@
 //! 2. **Usable now?** Not vanished (within the grace period), not unhealthy,
 //!    not draining, a free slot, load below its overload threshold, free
 //!    store space above the disk guard.
-//! 3. **Score** of a usable machine: estimated completion time =
-//!    transfer (missing input bytes ÷ measured or default throughput) +
-//!    build (nominal build time × learned slowness ÷ (speed × (1 − load))).
+//! 3. **Score** of a usable machine: estimated completion time = queue
+//!    (0: a usable machine has a free slot) + transfer (missing input bytes
+//!    ÷ measured or default throughput) + build (nominal build time ×
+//!    learned slowness ÷ (speed × (1 − load))).
+//!
+//! Free slots are the agent's advertised count, or for a static machine
+//! `parallel-builds` minus the builds this master runs there. A static
+//! machine is never forgotten: unreachable, it makes the answer postpone
+//! (as in Guix); a discovered one is forgotten after the grace period.
 //!    The smallest wins; ties are broken by `seed`.
 //!
 //! No candidate at all → [`Decision::Decline`] (the daemon builds locally);
@@ -64,6 +70,9 @@ pub struct Request<'a> {
     pub expected_build_secs: f64,
     /// Bytes of inputs missing on a machine, when known.
     pub missing_bytes: &'a dyn Fn(&Machine) -> Option<u64>,
+    /// Builds this master already runs on a machine (its slot locks):
+    /// machines without live data use `parallel-builds` minus this.
+    pub in_flight: &'a dyn Fn(&Machine) -> u32,
 }
 
 /// Why a machine is or is not used.
@@ -229,9 +238,13 @@ fn verdict(m: &Machine, r: &Request<'_>, policy: &Policy, now_ms: u64) -> Verdic
     if !m.authorized {
         return Verdict::Unauthorized;
     }
+    // A static machine stays a candidate however long it is unreachable,
+    // as in Guix (postpone, never decline); a discovered one is forgotten
+    // after the grace period.
+    let forgettable = m.static_entry.is_none();
     match m.live.health {
         Health::Vanished { since_ms } | Health::Unhealthy { since_ms }
-            if now_ms.saturating_sub(since_ms) >= policy.grace_ms =>
+            if forgettable && now_ms.saturating_sub(since_ms) >= policy.grace_ms =>
         {
             return Verdict::Gone;
         }
@@ -250,10 +263,18 @@ fn verdict(m: &Machine, r: &Request<'_>, policy: &Policy, now_ms: u64) -> Verdic
     if m.live.draining {
         return Verdict::Draining;
     }
-    if m.live.free_slots == Some(0) {
+    let free = m
+        .live
+        .free_slots
+        .unwrap_or_else(|| m.parallel_builds.saturating_sub((r.in_flight)(m)));
+    if free == 0 {
         return Verdict::NoFreeSlot;
     }
-    let load = m.live.load.unwrap_or(0.0);
+    // An unreadable load counts as full, as in Guix.
+    let load = m
+        .live
+        .load
+        .map_or(0.0, |l| if l.is_finite() { l.max(0.0) } else { 1.0 });
     if let Some(threshold) = m.overload_threshold
         && load >= threshold
     {

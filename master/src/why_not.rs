@@ -25,6 +25,7 @@ pub fn report(name: &str, drv: &[u8], pool: &Pool, now_ms: u64) -> Result<String
         local_speed: 1.0,
         expected_build_secs: 60.0,
         missing_bytes: &|_| None,
+        in_flight: &|_| 0,
     };
     let outcome = scheduler::decide(
         pool,

@@ -9,7 +9,8 @@ use std::collections::HashMap;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use super::record::{BuildMachine, FieldValue, Fields, Location};
 use super::scheme::eval::{EvalError, Evaluator, Record, Value};
@@ -63,6 +64,18 @@ pub enum LoadError {
         /// What is wrong.
         message: String,
     },
+    /// A syntax error found by the built-in reader.
+    #[error("{file}:{line}:{col}: {message}")]
+    Syntax {
+        /// The file.
+        file: String,
+        /// Line, from 1.
+        line: u32,
+        /// Column, from 1.
+        col: u32,
+        /// What is wrong.
+        message: String,
+    },
     /// An error without a position (from Guile).
     #[error("{file}: {message}")]
     File {
@@ -98,29 +111,59 @@ pub enum LoadError {
 /// Load `file` with the chosen evaluator.
 pub fn load(file: &Path, choice: EvaluatorChoice) -> Result<Loaded, LoadError> {
     let name = file.display().to_string();
-    let source = match std::fs::read(file) {
+    let source = match read_source(file) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Loaded::default()),
+        Err(e) if e.kind() == io::ErrorKind::FileTooLarge => {
+            return Err(LoadError::File {
+                file: name,
+                message: format!(
+                    "larger than {} bytes; is it a machines file?",
+                    read::MAX_SOURCE
+                ),
+            });
+        }
         Err(source) => return Err(LoadError::Open { file: name, source }),
     };
-    if source.len() > read::MAX_SOURCE {
-        return Err(LoadError::File {
-            file: name,
-            message: format!("larger than {} bytes", read::MAX_SOURCE),
-        });
-    }
     match choice {
         EvaluatorChoice::Guile => load_guile(file),
-        EvaluatorChoice::Native => load_native(&name, &source),
         EvaluatorChoice::Auto => match load_native(&name, &source) {
+            // Forms the built-in evaluator lacks, and syntax its reader does
+            // not know (Guile may), go to Guile, which has the last word.
             Err(LoadError::Unsupported {
                 line, col, what, ..
             }) if find_guile().is_some() => {
                 tracing::debug!(file = %name, %line, %col, %what, "handing machines file to Guile");
                 load_guile(file)
             }
+            Err(LoadError::Syntax { .. }) if find_guile().is_some() => load_guile(file),
+            Err(LoadError::Syntax {
+                file,
+                line,
+                col,
+                message,
+            }) => Err(LoadError::At {
+                file,
+                line,
+                col,
+                message,
+            }),
             other => other,
         },
+        EvaluatorChoice::Native => load_native(&name, &source).map_err(|e| match e {
+            LoadError::Syntax {
+                file,
+                line,
+                col,
+                message,
+            } => LoadError::At {
+                file,
+                line,
+                col,
+                message,
+            },
+            other => other,
+        }),
     }
 }
 
@@ -144,7 +187,7 @@ pub fn default_private_key() -> String {
 
 fn load_native(name: &str, source: &[u8]) -> Result<Loaded, LoadError> {
     let text = String::from_utf8_lossy(source);
-    let forms = read::read_all(&text).map_err(|e| LoadError::At {
+    let forms = read::read_all(&text).map_err(|e| LoadError::Syntax {
         file: name.into(),
         line: e.pos.line,
         col: e.pos.col,
@@ -207,6 +250,32 @@ fn load_native(name: &str, source: &[u8]) -> Result<Loaded, LoadError> {
     })
 }
 
+/// Read a machines file: a regular file of at most `MAX_SOURCE` bytes
+/// (never a FIFO or a device that would block or never end).
+fn read_source(file: &Path) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    // Non-blocking, so opening a FIFO does not wait for a writer.
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(file)?;
+    let meta = f.metadata()?;
+    if !meta.is_file() {
+        return Err(io::Error::other("not a regular file"));
+    }
+    let mut bytes = Vec::new();
+    f.take(read::MAX_SOURCE as u64 + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() > read::MAX_SOURCE {
+        return Err(io::ErrorKind::FileTooLarge.into());
+    }
+    Ok(bytes)
+}
+
+/// How long Guile may take to evaluate a machines file.
+pub const GUILE_TIMEOUT: Duration = Duration::from_secs(30);
+
 fn not_a_list_warning(name: &str) -> String {
     format!("warning: '{name}' did not return a list of build machines; ignoring it")
 }
@@ -228,14 +297,53 @@ fn load_guile(file: &Path) -> Result<Loaded, LoadError> {
     let dir = tempfile::tempdir().map_err(|e| guile_err(e.to_string()))?;
     let script = dir.path().join("offload-machines.scm");
     std::fs::write(&script, GUILE_MODULE).map_err(|e| guile_err(e.to_string()))?;
-    let out = Command::new(guile)
+    let mut child = Command::new(guile)
         .arg("--no-auto-compile")
         .arg("-s")
         .arg(&script)
         .arg("eval")
         .arg(file)
-        .output()
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .map_err(|e| guile_err(e.to_string()))?;
+    // Read both pipes in threads so a chatty Guile cannot block on them.
+    let (Some(mut stdout), Some(mut stderr)) = (child.stdout.take(), child.stderr.take()) else {
+        return Err(guile_err("no pipes to guile".into()));
+    };
+    let out_reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ =
+            std::io::Read::read_to_end(&mut std::io::Read::take(&mut stdout, 16 << 20), &mut buf);
+        buf
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ =
+            std::io::Read::read_to_end(&mut std::io::Read::take(&mut stderr, 1 << 20), &mut buf);
+        buf
+    });
+    let deadline = Instant::now() + GUILE_TIMEOUT;
+    let status = loop {
+        match child.try_wait().map_err(|e| guile_err(e.to_string()))? {
+            Some(status) => break status,
+            None if Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(guile_err(format!(
+                    "guile did not finish within {} s (does the file loop or wait?)",
+                    GUILE_TIMEOUT.as_secs()
+                )));
+            }
+            None => std::thread::sleep(Duration::from_millis(10)),
+        }
+    };
+    let out = std::process::Output {
+        status,
+        stdout: out_reader.join().unwrap_or_default(),
+        stderr: err_reader.join().unwrap_or_default(),
+    };
     let stderr = String::from_utf8_lossy(&out.stderr);
     if !out.status.success() {
         return Err(parse_guile_error(&name, &stderr));
@@ -484,5 +592,25 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("failed to open machine file"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod special_files {
+    use super::*;
+
+    #[test]
+    fn a_fifo_is_refused_not_waited_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("machines.scm");
+        let status = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let err = load(&fifo, EvaluatorChoice::Native)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not a regular file"), "{err}");
     }
 }

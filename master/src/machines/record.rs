@@ -278,27 +278,26 @@ impl Fields {
                 Some(other) => Err(type_error(field, "a list of strings", other)),
             }
         };
+        // Checked in declaration order, as the Guile driver does.
+        let name = string("name", None)?;
+        let port =
+            u16::try_from(int("port", 22, 1, 65535, "an integer in 1..65535")?).unwrap_or(22);
         let systems = strings("systems")?;
         let system = match self.get("system") {
             None | Some(FieldValue::False) => None,
             Some(FieldValue::Str(s)) => Some(s.clone()),
             Some(other) => return Err(type_error("system", "a string", other)),
         };
-        let features = match self.get("features") {
-            None => Vec::new(),
-            Some(FieldValue::Strings(v)) => v.clone(),
-            Some(other) => return Err(type_error("features", "a list of strings", other)),
-        };
+        let user = string("user", None)?;
+        let private_key = string("private-key", Some(default_private_key))?;
+        let host_key = string("host-key", None)?;
+        let compression = string("compression", Some(DEFAULT_COMPRESSION))?;
+        let compression_level = int("compression-level", 3, i64::MIN, i64::MAX, "an integer")?;
+        let daemon_socket = string("daemon-socket", Some(DEFAULT_DAEMON_SOCKET))?;
         let real = |v: &FieldValue| match v {
             FieldValue::Int(i) => Some(*i as f64),
             FieldValue::Real(r) => Some(*r),
             _ => None,
-        };
-        let speed = match self.get("speed") {
-            None => 1.0,
-            Some(v) => real(v)
-                .filter(|s| *s > 0.0 && s.is_finite())
-                .ok_or_else(|| type_error("speed", "a positive real", v))?,
         };
         let overload_threshold = match self.get("overload-threshold") {
             None => Some(DEFAULT_OVERLOAD_THRESHOLD),
@@ -309,27 +308,39 @@ impl Fields {
                     .ok_or_else(|| type_error("overload-threshold", "#f or a real in [0,1]", v))?,
             ),
         };
+        let parallel_builds = u32::try_from(int(
+            "parallel-builds",
+            1,
+            1,
+            i64::from(u32::MAX),
+            "a positive integer",
+        )?)
+        .unwrap_or(1);
+        let speed = match self.get("speed") {
+            None => 1.0,
+            Some(v) => real(v)
+                .filter(|s| *s > 0.0 && s.is_finite())
+                .ok_or_else(|| type_error("speed", "a positive real", v))?,
+        };
+        let features = match self.get("features") {
+            None => Vec::new(),
+            Some(FieldValue::Strings(v)) => v.clone(),
+            Some(other) => return Err(type_error("features", "a list of strings", other)),
+        };
         let machine = BuildMachine {
-            name: string("name", None)?,
-            port: u16::try_from(int("port", 22, 1, 65535, "an integer in 1..65535")?).unwrap_or(22),
+            name,
+            port,
             systems: systems
                 .or_else(|| system.map(|s| vec![s]))
                 .unwrap_or_default(),
-            user: string("user", None)?,
-            private_key: string("private-key", Some(default_private_key))?,
-            host_key: string("host-key", None)?,
-            compression: string("compression", Some(DEFAULT_COMPRESSION))?,
-            compression_level: int("compression-level", 3, i64::MIN, i64::MAX, "an integer")?,
-            daemon_socket: string("daemon-socket", Some(DEFAULT_DAEMON_SOCKET))?,
+            user,
+            private_key,
+            host_key,
+            compression,
+            compression_level,
+            daemon_socket,
             overload_threshold,
-            parallel_builds: u32::try_from(int(
-                "parallel-builds",
-                1,
-                1,
-                i64::from(u32::MAX),
-                "a positive integer",
-            )?)
-            .unwrap_or(1),
+            parallel_builds,
             speed,
             features,
             location,

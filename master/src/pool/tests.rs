@@ -68,10 +68,12 @@ fn static_and_discovered_merge_by_name_and_port() {
         (Some(0.25), Some(3), Health::Healthy)
     );
     assert_eq!(m.key.as_deref(), Some("KEY1"));
-    // A different SSH port is a different machine.
-    let mut other = advert("builder1-b", "builder1.local.", Some("KEY2"));
-    other.ssh_port = Some(2222);
-    pool.discovered(other, true, 1000);
+    // A different key is a different machine.
+    pool.discovered(
+        advert("builder1-b", "builder1.local.", Some("KEY2")),
+        true,
+        1000,
+    );
     assert_eq!(pool.machines().len(), 2);
     assert_eq!(pool.machines()[1].source, Source::Discovered);
 }
@@ -159,4 +161,64 @@ fn rereading_machines_scm_keeps_discovered_state() {
             .iter()
             .all(|m| m.source == Source::Discovered)
     );
+}
+
+#[test]
+fn a_different_ssh_port_is_a_different_machine() {
+    let mut pool = Pool::default();
+    pool.set_static(&[static_machine("builder1.lan", &["x86_64-linux"])]);
+    let mut other = advert("b", "builder1.local.", None);
+    other.ssh_port = Some(2222);
+    pool.discovered(other, true, 0);
+    assert_eq!(pool.machines().len(), 2);
+}
+
+#[test]
+fn removing_the_static_entry_does_not_authorize_an_unknown_key() {
+    let mut pool = Pool::default();
+    pool.set_static(&[static_machine("box", &["x86_64-linux"])]);
+    pool.discovered(advert("a", "box.local", Some("NOT-IN-ACL")), false, 0);
+    assert!(
+        pool.machines()[0].authorized,
+        "the operator's static entry is trusted"
+    );
+    pool.set_static(&[]);
+    assert!(
+        !pool.machines()[0].authorized,
+        "without it, only the ACL decides"
+    );
+}
+
+#[test]
+fn rereading_keeps_static_state_and_matches_new_spellings() {
+    let mut pool = Pool::default();
+    pool.set_static(&[
+        static_machine("box", &["x86_64-linux"]),
+        static_machine("box", &["x86_64-linux"]),
+    ]);
+    assert_eq!(
+        pool.machines().len(),
+        1,
+        "a machine listed twice is one machine"
+    );
+    pool.unhealthy("box", 10);
+    pool.learn("box", 2.0, None);
+    pool.set_static(&[static_machine("box.lan", &["x86_64-linux"])]);
+    assert_eq!(pool.machines().len(), 1);
+    assert_eq!(
+        pool.machines()[0].live.health,
+        Health::Unhealthy { since_ms: 10 }
+    );
+    assert_eq!(pool.machines()[0].history.builds, 1);
+}
+
+#[test]
+fn nonsense_measurements_are_ignored() {
+    let mut pool = Pool::default();
+    pool.set_static(&[static_machine("box", &["x86_64-linux"])]);
+    for bad in [f64::NAN, f64::INFINITY, 0.0, -1.0] {
+        pool.learn("box", bad, None);
+        pool.learn("box", 1.0, Some(bad));
+    }
+    assert_eq!(pool.machines()[0].history, History::default());
 }

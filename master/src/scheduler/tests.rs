@@ -11,6 +11,7 @@ fn request<'a>(system: &'a str, features: &'a [String]) -> Request<'a> {
         local_speed: 1.0,
         expected_build_secs: 60.0,
         missing_bytes: &|_| None,
+        in_flight: &|_| 0,
     }
 }
 
@@ -269,4 +270,55 @@ fn static_machines_without_live_data_are_usable() {
     );
     assert!(matches!(out.verdicts[0], Verdict::Usable { .. }));
     assert_eq!(out.verdicts[0].to_string(), "usable (estimated 40.0 s)");
+}
+
+#[test]
+fn an_unreachable_static_machine_postpones_forever() {
+    let mut pool = Pool::new(1_000);
+    pool.set_static(&[static_machine("box", &["x86_64-linux"])]);
+    pool.unhealthy("box", 0);
+    let out = decide(
+        &pool,
+        &request("x86_64-linux", &[]),
+        &Policy {
+            grace_ms: 1_000,
+            ..Policy::default()
+        },
+        1_000_000,
+        1,
+    );
+    assert_eq!(out.decision, Decision::Postpone, "{:?}", out.verdicts);
+}
+
+#[test]
+fn static_slots_count_this_masters_builds() {
+    let mut pool = Pool::default();
+    pool.set_static(&[static_machine("box", &["x86_64-linux"])]);
+    let full = |_: &crate::pool::Machine| 2;
+    let req = Request {
+        in_flight: &full,
+        ..request("x86_64-linux", &[])
+    };
+    let out = check(&pool, &req, Decision::Postpone);
+    assert_eq!(out.verdicts[0], Verdict::NoFreeSlot);
+    let one = |_: &crate::pool::Machine| 1;
+    check(
+        &pool,
+        &Request {
+            in_flight: &one,
+            ..request("x86_64-linux", &[])
+        },
+        Decision::Accept(0),
+    );
+}
+
+#[test]
+fn a_nan_load_counts_as_full() {
+    let pool = pool_of(vec![named(0, |a| a.load = f64::NAN)]);
+    let out = check(&pool, &request("x86_64-linux", &[]), Decision::Postpone);
+    assert!(
+        matches!(out.verdicts[0], Verdict::Overloaded { .. }),
+        "{:?}",
+        out.verdicts
+    );
 }

@@ -85,13 +85,43 @@ pub enum Value {
     /// A keyword.
     Keyword(Rc<str>),
     /// A proper list.
-    List(Rc<Vec<Self>>),
+    List(Rc<ListVal>),
     /// A pair whose tail is not a list, `(a . b)`.
-    Pair(Rc<(Self, Self)>),
+    Pair(Rc<PairVal>),
     /// A procedure.
     Proc(Rc<Procedure>),
     /// A build-machine record.
     Machine(Rc<Record>),
+}
+
+/// Deepest nesting of list values a file may build (printing and freeing
+/// them recurse).
+pub const MAX_VALUE_DEPTH: u32 = 100;
+/// Longest string a file may build.
+pub const MAX_STRING: usize = 1 << 20;
+/// Longest list a file may build.
+pub const MAX_LIST: usize = 100_000;
+
+/// The items of a list value and its nesting depth.
+#[derive(Debug)]
+pub struct ListVal {
+    items: Vec<Value>,
+    depth: u32,
+}
+
+impl std::ops::Deref for ListVal {
+    type Target = Vec<Value>;
+    fn deref(&self) -> &Vec<Value> {
+        &self.items
+    }
+}
+
+/// An improper pair and its nesting depth.
+#[derive(Debug)]
+pub struct PairVal {
+    car: Value,
+    cdr: Value,
+    depth: u32,
 }
 
 /// A build-machine record: the resolved machine and the fields it was made
@@ -128,11 +158,100 @@ impl Value {
     }
 
     fn list(items: Vec<Self>) -> Self {
-        Self::List(Rc::new(items))
+        let depth = 1 + items.iter().map(Self::depth).max().unwrap_or(0);
+        Self::List(Rc::new(ListVal { items, depth }))
     }
 
-    /// The value as Scheme's `write` would print it (for messages).
+    fn pair(car: Self, cdr: Self) -> Self {
+        let depth = 1 + car.depth().max(cdr.depth());
+        Self::Pair(Rc::new(PairVal { car, cdr, depth }))
+    }
+
+    /// Nesting depth: 0 for atoms.
+    fn depth(&self) -> u32 {
+        match self {
+            Self::List(l) => l.depth,
+            Self::Pair(p) => p.depth,
+            _ => 0,
+        }
+    }
+
+    /// Structural equality (`equal?`) within a work budget.
+    fn equal(&self, other: &Self, budget: &mut u64) -> Option<bool> {
+        *budget = budget.checked_sub(1)?;
+        Some(match (self, other) {
+            (Self::List(a), Self::List(b)) => {
+                if Rc::ptr_eq(a, b) {
+                    return Some(true);
+                }
+                if a.len() != b.len() {
+                    return Some(false);
+                }
+                for (x, y) in a.iter().zip(b.iter()) {
+                    if !x.equal(y, budget)? {
+                        return Some(false);
+                    }
+                }
+                true
+            }
+            (Self::Pair(a), Self::Pair(b)) => {
+                a.car.equal(&b.car, budget)? && a.cdr.equal(&b.cdr, budget)?
+            }
+            (Self::Proc(a), Self::Proc(b)) => Rc::ptr_eq(a, b),
+            (Self::Machine(a), Self::Machine(b)) => Rc::ptr_eq(a, b),
+            (Self::Int(a), Self::Int(b)) => a == b,
+            (Self::Real(a), Self::Real(b)) => a == b,
+            (Self::Str(a), Self::Str(b))
+            | (Self::Symbol(a), Self::Symbol(b))
+            | (Self::Keyword(a), Self::Keyword(b)) => a == b,
+            (Self::Bool(a), Self::Bool(b)) => a == b,
+            (Self::Char(a), Self::Char(b)) => a == b,
+            (Self::Unspecified, Self::Unspecified) => true,
+            _ => false,
+        })
+    }
+
+    /// The value as Scheme's `write` would print it (for messages), cut
+    /// after about 200 characters.
     pub fn write(&self) -> String {
+        let mut out = String::new();
+        self.write_into(&mut out, 200);
+        out
+    }
+
+    fn write_into(&self, out: &mut String, limit: usize) {
+        if out.len() > limit {
+            if !out.ends_with('…') {
+                out.push('…');
+            }
+            return;
+        }
+        match self {
+            Self::List(items) => {
+                out.push('(');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(' ');
+                    }
+                    item.write_into(out, limit);
+                    if out.len() > limit {
+                        break;
+                    }
+                }
+                out.push(')');
+            }
+            Self::Pair(pair) => {
+                out.push('(');
+                pair.car.write_into(out, limit);
+                out.push_str(" . ");
+                pair.cdr.write_into(out, limit);
+                out.push(')');
+            }
+            atom => out.push_str(&atom.write_atom()),
+        }
+    }
+
+    fn write_atom(&self) -> String {
         match self {
             Self::Unspecified => "#<unspecified>".into(),
             Self::Bool(true) => "#t".into(),
@@ -143,11 +262,7 @@ impl Value {
             Self::Char(c) => format!("#\\{c}"),
             Self::Symbol(s) => s.to_string(),
             Self::Keyword(k) => format!("#:{k}"),
-            Self::List(items) => format!(
-                "({})",
-                items.iter().map(Self::write).collect::<Vec<_>>().join(" ")
-            ),
-            Self::Pair(pair) => format!("({} . {})", pair.0.write(), pair.1.write()),
+            Self::List(_) | Self::Pair(_) => self.write(),
             Self::Proc(_) => "#<procedure>".into(),
             Self::Machine(m) => format!("#<build-machine {}>", m.machine.name),
         }
@@ -298,7 +413,10 @@ impl Evaluator {
                     message,
                 },
                 Fail::At(pos, message) => EvalError::Invalid { pos, message },
-                Fail::Unsupported(pos, what) => EvalError::Unsupported { pos, what },
+                Fail::Unsupported(pos, what) => EvalError::Unsupported {
+                    pos: if pos.line == 0 { form.pos } else { pos },
+                    what,
+                },
                 Fail::Unbound(name) => {
                     let pos = find_symbol(form, &name, 0)
                         .or_else(|| forms[..i].iter().find_map(|f| find_symbol(f, &name, 0)))
@@ -314,13 +432,34 @@ impl Evaluator {
     }
 
     fn eval(&mut self, d: &Datum, env: &Env, depth: usize) -> Result<Value> {
-        self.steps += 1;
-        if self.steps > MAX_STEPS || depth > MAX_EVAL_DEPTH {
-            return Err(Fail::Unsupported(
-                d.pos,
-                "evaluation too deep or too long".into(),
-            ));
+        self.charge(1)?;
+        if depth > MAX_EVAL_DEPTH {
+            return Err(runtime(format!(
+                "evaluation nested deeper than {MAX_EVAL_DEPTH} levels (runaway recursion?)"
+            )));
         }
+        let value = self.eval_kind(d, env, depth)?;
+        if value.depth() > MAX_VALUE_DEPTH {
+            return Err(runtime(format!(
+                "a value nested deeper than {MAX_VALUE_DEPTH} levels"
+            )));
+        }
+        Ok(value)
+    }
+
+    /// Count `n` units of work; too much is an error, as a file that never
+    /// finishes must not hang the master.
+    fn charge(&mut self, n: u64) -> Result<()> {
+        self.steps = self.steps.saturating_add(n);
+        if self.steps > MAX_STEPS {
+            return Err(runtime(format!(
+                "evaluation takes more than {MAX_STEPS} steps (an endless loop?)"
+            )));
+        }
+        Ok(())
+    }
+
+    fn eval_kind(&mut self, d: &Datum, env: &Env, depth: usize) -> Result<Value> {
         match &d.kind {
             Kind::Int(i) => Ok(Value::Int(*i)),
             Kind::Real(r) => Ok(Value::Real(*r)),
@@ -392,7 +531,13 @@ impl Evaluator {
                 }
                 _ => return Err(bad()),
             },
-            "begin" => self.body(args, env, depth)?,
+            "begin" => {
+                let mut v = Value::Unspecified;
+                for f in args {
+                    v = self.eval(f, env, depth + 1)?;
+                }
+                v
+            }
             "and" | "or" => {
                 let mut v = Value::Bool(name == "and");
                 for a in args {
@@ -521,11 +666,14 @@ impl Evaluator {
                         format!("this {name} form (named let)"),
                     ));
                 };
-                let scope = self.scope(Some(env));
+                let mut scope = self.scope(Some(env));
                 for b in bindings {
                     let Kind::List(pair) = &b.kind else {
                         return Err(bad());
                     };
+                    if name == "let*" && !scope.vars.borrow().is_empty() {
+                        scope = self.scope(Some(&scope));
+                    }
                     let [
                         Datum {
                             kind: Kind::Symbol(var),
@@ -583,6 +731,28 @@ impl Evaluator {
     }
 
     fn quasi(&mut self, d: &Datum, env: &Env, depth: usize, level: usize) -> Result<Value> {
+        if level == 0 {
+            return Err(Fail::Unsupported(
+                d.pos,
+                "unquote outside quasiquote".into(),
+            ));
+        }
+        if let Kind::Dotted(items, tail) = &d.kind {
+            // `(a b . ,c)` and `(a . (b c))` templates.
+            let mut value = self.quasi(tail, env, depth, level)?;
+            for item in items.iter().rev() {
+                let head = self.quasi(item, env, depth, level)?;
+                value = match value {
+                    Value::List(rest) => {
+                        let mut all = vec![head];
+                        all.extend(rest.iter().cloned());
+                        Value::list(all)
+                    }
+                    other => Value::pair(head, other),
+                };
+            }
+            return Ok(value);
+        }
         let Kind::List(items) = &d.kind else {
             return quoted(d);
         };
@@ -736,7 +906,7 @@ impl Evaluator {
                 v.write()
             ))
         };
-        let list_of = |v: &Value| -> Result<Rc<Vec<Value>>> {
+        let list_of = |v: &Value| -> Result<Rc<ListVal>> {
             match v {
                 Value::List(items) => Ok(items.clone()),
                 other => Err(wrong("list", other)),
@@ -750,7 +920,12 @@ impl Evaluator {
             }
         };
         Ok(match name {
-            "list" => Value::list(args),
+            "list" => {
+                if args.len() > MAX_LIST {
+                    return Err(runtime(format!("list: longer than {MAX_LIST} elements")));
+                }
+                Value::list(args)
+            }
             "cons" => {
                 arity(2)?;
                 match &args[1] {
@@ -759,7 +934,7 @@ impl Evaluator {
                         items.extend(tail.iter().cloned());
                         Value::list(items)
                     }
-                    tail => Value::Pair(Rc::new((args[0].clone(), tail.clone()))),
+                    tail => Value::pair(args[0].clone(), tail.clone()),
                 }
             }
             "car" | "cdr" => {
@@ -774,9 +949,9 @@ impl Evaluator {
                     }
                     Value::Pair(pair) => {
                         if name == "car" {
-                            pair.0.clone()
+                            pair.car.clone()
                         } else {
-                            pair.1.clone()
+                            pair.cdr.clone()
                         }
                     }
                     other => return Err(wrong("pair", other)),
@@ -786,7 +961,13 @@ impl Evaluator {
                 let mut out = Vec::new();
                 for a in &args {
                     out.extend(list_of(a)?.iter().cloned());
+                    if out.len() > MAX_LIST {
+                        return Err(runtime(format!(
+                            "append: a list longer than {MAX_LIST} elements"
+                        )));
+                    }
                 }
+                self.charge(out.len() as u64)?;
                 Value::list(out)
             }
             "string-append" => {
@@ -796,7 +977,13 @@ impl Evaluator {
                         Value::Str(x) => s.push_str(x),
                         other => return Err(wrong("string", other)),
                     }
+                    if s.len() > MAX_STRING {
+                        return Err(runtime(format!(
+                            "string-append: a string longer than {MAX_STRING} bytes"
+                        )));
+                    }
                 }
+                self.charge(s.len() as u64 / 64)?;
                 Value::Str(s.into())
             }
             "getenv" => {
@@ -809,6 +996,12 @@ impl Evaluator {
                 }
             }
             "map" | "filter" | "append-map" => {
+                if args.len() > 2 {
+                    return Err(Fail::Unsupported(
+                        Pos { line: 0, col: 0 },
+                        format!("{name} over several lists"),
+                    ));
+                }
                 arity(2)?;
                 let items = list_of(&args[1])?;
                 let mut out = Vec::new();
@@ -822,6 +1015,11 @@ impl Evaluator {
                             }
                         }
                         _ => out.extend(list_of(&v)?.iter().cloned()),
+                    }
+                    if out.len() > MAX_LIST {
+                        return Err(runtime(format!(
+                            "{name}: a list longer than {MAX_LIST} elements"
+                        )));
                     }
                 }
                 Value::list(out)
@@ -859,7 +1057,12 @@ impl Evaluator {
             }
             "equal?" => {
                 arity(2)?;
-                Value::Bool(args[0].write() == args[1].write())
+                let mut budget = MAX_STEPS.saturating_sub(self.steps);
+                let same = args[0]
+                    .equal(&args[1], &mut budget)
+                    .ok_or_else(|| runtime("equal?: values too large to compare"))?;
+                self.steps = MAX_STEPS - budget;
+                Value::Bool(same)
             }
             "+" | "-" | "*" => arithmetic(name, &args)?,
             _ => return Err(runtime(format!("unknown procedure {name}"))),
@@ -944,7 +1147,7 @@ fn quoted(d: &Datum) -> Result<Value> {
                         all.extend(rest.iter().cloned());
                         Value::list(all)
                     }
-                    other => Value::Pair(Rc::new((quoted(item)?, other))),
+                    other => Value::pair(quoted(item)?, other),
                 };
             }
             value

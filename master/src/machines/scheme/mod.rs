@@ -23,3 +23,6 @@ pub mod eval;
 pub mod read;
 
 pub use read::{Datum, Kind, Pos, ReadError};
+
+#[cfg(test)]
+mod tests;

@@ -142,7 +142,11 @@ impl Reader {
     }
 
     /// Skip whitespace and comments (but not `#;`, which needs the reader).
-    fn skip_atmosphere(&mut self) -> Result<(), ReadError> {
+    /// Skip whitespace and comments; `#;` datum comments are counted and
+    /// their datums read at `depth + 1`, so they neither recurse without
+    /// bound nor escape the depth limit.
+    fn skip_atmosphere_at(&mut self, depth: usize) -> Result<(), ReadError> {
+        let mut pending = 0usize;
         loop {
             match self.peek() {
                 Some(c) if c.is_whitespace() => {
@@ -195,15 +199,23 @@ impl Reader {
                 Some('#') if self.peek_at(1) == Some(';') => {
                     self.bump();
                     self.bump();
-                    self.skip_atmosphere()?;
-                    if self.peek().is_none() {
-                        return Err(self.error_here("end of file after #;"));
-                    }
-                    self.datum(0)?;
+                    pending += 1;
+                }
+                None if pending > 0 => return Err(self.error_here("end of file after #;")),
+                Some(')' | ']') if pending > 0 => {
+                    return Err(self.error_here("#; without a datum to comment out"));
+                }
+                Some(_) if pending > 0 => {
+                    self.datum(depth + 1)?;
+                    pending -= 1;
                 }
                 _ => return Ok(()),
             }
         }
+    }
+
+    fn skip_atmosphere(&mut self) -> Result<(), ReadError> {
+        self.skip_atmosphere_at(0)
     }
 
     fn datum(&mut self, depth: usize) -> Result<Datum, ReadError> {
@@ -229,7 +241,7 @@ impl Reader {
                     }
                     _ => "unquote",
                 };
-                self.skip_atmosphere()?;
+                self.skip_atmosphere_at(depth)?;
                 if self.peek().is_none() {
                     return Err(self.error_here(format!("end of file after {c}")));
                 }
@@ -257,7 +269,7 @@ impl Reader {
         let close = if open == '[' { ']' } else { ')' };
         let mut items = Vec::new();
         loop {
-            self.skip_atmosphere()?;
+            self.skip_atmosphere_at(depth)?;
             match self.peek() {
                 None => return Err(Self::error_at(pos, "unbalanced parentheses: missing \")\"")),
                 Some(c) if c == close => {
@@ -273,9 +285,9 @@ impl Reader {
                         return Err(self.error_here("unexpected \".\""));
                     }
                     self.bump();
-                    self.skip_atmosphere()?;
+                    self.skip_atmosphere_at(depth)?;
                     let tail = self.datum(depth + 1)?;
-                    self.skip_atmosphere()?;
+                    self.skip_atmosphere_at(depth)?;
                     if self.peek() != Some(close) {
                         return Err(
                             self.error_here("expected \")\" after the tail of a dotted list")
@@ -554,5 +566,27 @@ mod tests {
         check("#|", 1, 1, "unterminated block comment");
         check("(a . )", 1, 6, "unexpected");
         check(&"(".repeat(200), 1, 130, "nested deeper");
+    }
+}
+
+#[cfg(test)]
+mod hostile {
+    use super::*;
+
+    #[test]
+    fn datum_comments_cannot_escape_the_depth_limit() {
+        for src in [
+            "(#;".repeat(20_000),
+            format!("{}a", "#;".repeat(20_000)),
+            format!("{}a", "#;(".repeat(20_000)),
+        ] {
+            assert!(read_all(&src).is_err(), "{}…", &src[..10]);
+        }
+        assert_eq!(
+            read_all("#;#;a b c").unwrap().len(),
+            1,
+            "two datums commented out"
+        );
+        assert!(read_all("(a #;)").is_err());
     }
 }
