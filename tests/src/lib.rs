@@ -6,6 +6,7 @@
 //! installed by `tests/run` (see the README); when one is missing the test
 //! fails and says how to install it, it is never skipped silently.
 
+pub mod avahi;
 pub mod lan;
 
 use std::ffi::OsStr;
