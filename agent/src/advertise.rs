@@ -26,6 +26,9 @@ pub const DISK_STEP: u64 = 256 << 20;
 /// Small drifts in load and disk are re-advertised at most this often.
 pub const REFRESH: Duration = Duration::from_secs(30);
 
+/// How long after a registration or change its announcements are done.
+const ANNOUNCE_SETTLE: Duration = Duration::from_millis(2500);
+
 /// Why advertising failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -46,6 +49,7 @@ pub struct Advertiser {
     fullname: String,
     last_update: Instant,
     min_update_interval: Duration,
+    started: Instant,
 }
 
 /// Whether `name` is a usable DNS label for the instance and host.
@@ -71,6 +75,16 @@ impl Advertiser {
             }
         }
         daemon.disable_interface(IfKind::IPv6)?;
+        // Name conflicts are resolved by mdns-sd as RFC 6762 §9 requires
+        // (`name (2)`); say so, since masters will list the new name.
+        let monitor = daemon.monitor()?;
+        std::thread::spawn(move || {
+            while let Ok(event) = monitor.recv() {
+                if let mdns_sd::DaemonEvent::NameChange(change) = event {
+                    tracing::warn!(original = %change.original, new = %change.new_name, "name conflict on the network: advertising under a new name");
+                }
+            }
+        });
         let mut me = Self {
             daemon,
             name: name.to_owned(),
@@ -79,6 +93,7 @@ impl Advertiser {
             fullname: String::new(),
             last_update: Instant::now(),
             min_update_interval: Duration::from_secs(1),
+            started: Instant::now(),
         };
         me.register(true)?;
         Ok(me)
@@ -150,9 +165,17 @@ impl Advertiser {
     /// removal without it), then sends goodbye packets.
     pub fn shutdown(mut self) -> Result<(), Error> {
         if !self.txt.draining {
+            // A registration is announced several times over its first
+            // seconds; an update sent meanwhile may go out late. Let the
+            // announcements finish so masters see `draining` before the goodbye.
+            std::thread::sleep(ANNOUNCE_SETTLE.saturating_sub(self.started.elapsed()));
+            // A record is multicast at most once a second, and each change is
+            // announced twice a second apart (RFC 6762 §6, §8.4): wait until
+            // the last change is out, or the update would trail the goodbye.
+            std::thread::sleep(ANNOUNCE_SETTLE.saturating_sub(self.last_update.elapsed()));
             self.txt.draining = true;
             self.register(false)?;
-            std::thread::sleep(Duration::from_millis(1000));
+            std::thread::sleep(Duration::from_millis(250));
         }
         if let Ok(status) = self.daemon.unregister(&self.fullname) {
             let _ = status.recv_timeout(Duration::from_secs(2));

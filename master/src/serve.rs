@@ -278,18 +278,48 @@ fn upkeep(config: &Config, shared: &Mutex<Shared>, daemon: &ServiceDaemon, stop:
     }
 }
 
-/// Ask a running `serve` for its status; `None` when none answers at `socket`.
-pub fn ask(socket: &Path, json: bool) -> Option<String> {
-    let mut stream = UnixStream::connect(socket).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    stream
-        .write_all(if json {
-            b"status json\n"
-        } else {
-            b"status table\n"
-        })
-        .ok()?;
+/// Ask a running `serve` for its status. `Ok(None)` when no `serve`
+/// listens at `socket` (the caller may look by itself); an error when one
+/// listens but does not answer properly.
+pub fn ask(socket: &Path, json: bool) -> anyhow::Result<Option<String>> {
+    let mut stream = match UnixStream::connect(socket) {
+        Ok(stream) => stream,
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+            ) =>
+        {
+            return Ok(None);
+        }
+        Err(e) => {
+            return Err(e).with_context(|| {
+                format!("connecting to offload-master serve at {}", socket.display())
+            });
+        }
+    };
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    stream.write_all(if json {
+        b"status json\n"
+    } else {
+        b"status table\n"
+    })?;
     let mut reply = String::new();
-    stream.take(16 << 20).read_to_string(&mut reply).ok()?;
-    Some(reply)
+    stream
+        .take(16 << 20)
+        .read_to_string(&mut reply)
+        .with_context(|| {
+            format!(
+                "offload-master serve at {} did not answer",
+                socket.display()
+            )
+        })?;
+    if reply.starts_with("error: ") || reply.is_empty() {
+        anyhow::bail!(
+            "offload-master serve at {}: {}",
+            socket.display(),
+            reply.trim()
+        );
+    }
+    Ok(Some(reply))
 }

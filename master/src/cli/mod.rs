@@ -251,7 +251,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             acl,
             interfaces,
         } => {
-            if let Some(reply) = crate::serve::ask(&socket, json) {
+            if let Some(reply) = crate::serve::ask(&socket, json)? {
                 #[allow(clippy::print_stdout)]
                 {
                     print!("{reply}");
