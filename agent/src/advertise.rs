@@ -16,7 +16,7 @@
 
 use std::time::{Duration, Instant};
 
-use mdns_sd::{IfKind, ServiceDaemon, ServiceInfo};
+use mdns_sd::{ServiceDaemon, ServiceInfo};
 use offload_core::dnssd::{self, Txt};
 
 /// Load changes smaller than this wait for the periodic refresh.
@@ -67,14 +67,7 @@ impl Advertiser {
         if !valid_name(name) {
             return Err(Error::Name(name.to_owned()));
         }
-        let daemon = ServiceDaemon::new()?;
-        if !interfaces.is_empty() {
-            daemon.disable_interface(IfKind::All)?;
-            for iface in interfaces {
-                daemon.enable_interface(IfKind::Name(iface.clone()))?;
-            }
-        }
-        daemon.disable_interface(IfKind::IPv6)?;
+        let daemon = offload_net::mdns_daemon(interfaces)?;
         // Name conflicts are resolved by mdns-sd as RFC 6762 §9 requires
         // (`name (2)`); say so, since masters will list the new name.
         let monitor = daemon.monitor()?;

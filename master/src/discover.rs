@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use mdns_sd::{IfKind, ServiceDaemon, ServiceEvent};
+use mdns_sd::ServiceEvent;
 use offload_core::dnssd::{self, Txt};
 
 use crate::pool::Advert;
@@ -51,14 +51,7 @@ pub fn browse(
     duration: Duration,
     interfaces: &[String],
 ) -> Result<(Vec<Advert>, Vec<String>), Error> {
-    let daemon = ServiceDaemon::new()?;
-    if !interfaces.is_empty() {
-        daemon.disable_interface(IfKind::All)?;
-        for iface in interfaces {
-            daemon.enable_interface(IfKind::Name(iface.clone()))?;
-        }
-    }
-    daemon.disable_interface(IfKind::IPv6)?;
+    let daemon = offload_net::mdns_daemon(interfaces)?;
     let events = daemon.browse(dnssd::SERVICE_TYPE)?;
     let deadline = Instant::now() + duration;
     let mut adverts: Vec<Advert> = Vec::new();

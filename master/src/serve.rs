@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use mdns_sd::{IfKind, ServiceDaemon, ServiceEvent};
+use mdns_sd::{ServiceDaemon, ServiceEvent};
 use offload_core::acl::Acl;
 use offload_core::dnssd;
 
@@ -92,14 +92,7 @@ pub fn run(config: &Config, stop: &Arc<AtomicBool>) -> anyhow::Result<()> {
         acl: load_acl(&config.acl),
         start: Instant::now(),
     }));
-    let daemon = ServiceDaemon::new()?;
-    if !config.interfaces.is_empty() {
-        daemon.disable_interface(IfKind::All)?;
-        for iface in &config.interfaces {
-            daemon.enable_interface(IfKind::Name(iface.clone()))?;
-        }
-    }
-    daemon.disable_interface(IfKind::IPv6)?;
+    let daemon = offload_net::mdns_daemon(&config.interfaces)?;
     // mdns-sd files an agent's records under the type it first saw them
     // with, which may be the agent's subtype; removals go to listeners of
     // that type. So every subtype an agent uses is browsed too, all feeding
