@@ -4,10 +4,11 @@
 //! subtype of its first system (mdns-sd registers one subtype per
 //! instance), and the TXT schema of `offload_core::dnssd`. Live values
 //! (load, free slots, disk) are re-advertised when they change, at most
-//! once per [`Advertiser::min_update_interval`]. Call
-//! [`Advertiser::shutdown`] to stop: it advertises `draining=1` and then
-//! sends goodbye packets, so masters forget the agent at once and know it
-//! stopped cleanly (a removal without `draining` means a crash).
+//! once per [`Advertiser::min_update_interval`], and the record is
+//! re-announced every [`REFRESH`] (so a master that lost track of the agent
+//! finds it again). Call [`Advertiser::shutdown`] to stop: it advertises
+//! `stopping=1` and then sends goodbye packets, so masters forget the agent
+//! at once and know it stopped cleanly (a removal without it is a crash).
 //!
 //! mdns-sd joins multicast groups on every interface that is up before it
 //! applies restrictions: pass `interfaces` on any machine with interfaces
@@ -23,8 +24,9 @@ use offload_core::dnssd::{self, Txt};
 pub const LOAD_STEP: f64 = 0.1;
 /// Free disk is compared in steps of this many bytes.
 pub const DISK_STEP: u64 = 256 << 20;
-/// Small drifts in load and disk are re-advertised at most this often.
-pub const REFRESH: Duration = Duration::from_secs(30);
+/// The record is re-announced this often even when nothing changed, and
+/// small drifts in load and disk wait for it.
+pub const REFRESH: Duration = Duration::from_secs(20);
 
 /// How long after a registration or change its announcements are done.
 const ANNOUNCE_SETTLE: Duration = Duration::from_millis(2500);
@@ -38,6 +40,12 @@ pub enum Error {
     /// A bad name.
     #[error("invalid agent name {0:?}: use letters, digits and `-` (at most 63)")]
     Name(String),
+    /// An advertisement masters would reject.
+    #[error("cannot advertise this configuration: {0}")]
+    Txt(offload_core::dnssd::TxtError),
+    /// An interface that does not exist.
+    #[error("no network interface named {0:?}")]
+    Interface(String),
 }
 
 /// A running advertisement.
@@ -66,6 +74,15 @@ impl Advertiser {
     pub fn start(name: &str, port: u16, txt: Txt, interfaces: &[String]) -> Result<Self, Error> {
         if !valid_name(name) {
             return Err(Error::Name(name.to_owned()));
+        }
+        // What masters would reject is refused here, with the reason.
+        let encoded = txt.encode();
+        Txt::decode(encoded.iter().map(|(k, v)| (*k, v.as_str()))).map_err(Error::Txt)?;
+        if let Some(missing) = interfaces
+            .iter()
+            .find(|i| !std::path::Path::new("/sys/class/net").join(i).exists())
+        {
+            return Err(Error::Interface(missing.clone()));
         }
         let daemon = offload_net::mdns_daemon(interfaces)?;
         // Name conflicts are resolved by mdns-sd as RFC 6762 §9 requires
@@ -143,8 +160,7 @@ impl Advertiser {
         } != *old
             || (txt.load - old.load).abs() >= LOAD_STEP
             || txt.disk / DISK_STEP != old.disk / DISK_STEP;
-        let refresh_due =
-            (txt.load != old.load || txt.disk != old.disk) && self.last_update.elapsed() >= REFRESH;
+        let refresh_due = self.last_update.elapsed() >= REFRESH;
         if !(significant || refresh_due) {
             return Ok(false);
         }
@@ -157,17 +173,18 @@ impl Advertiser {
     /// `draining=1`, so masters can tell this clean stop from a crash (a
     /// removal without it), then sends goodbye packets.
     pub fn shutdown(mut self) -> Result<(), Error> {
-        if !self.txt.draining {
-            // A registration is announced several times over its first
-            // seconds; an update sent meanwhile may go out late. Let the
-            // announcements finish so masters see `draining` before the goodbye.
-            std::thread::sleep(ANNOUNCE_SETTLE.saturating_sub(self.started.elapsed()));
-            // A record is multicast at most once a second, and each change is
-            // announced twice a second apart (RFC 6762 §6, §8.4): wait until
-            // the last change is out, or the update would trail the goodbye.
-            std::thread::sleep(ANNOUNCE_SETTLE.saturating_sub(self.last_update.elapsed()));
-            self.txt.draining = true;
-            self.register(false)?;
+        // A registration is announced several times over its first seconds,
+        // and a record is multicast at most once a second with each change
+        // announced twice a second apart (RFC 6762 §6, §8.4): wait until the
+        // last change is out, or the `stopping` update would trail the goodbye.
+        std::thread::sleep(ANNOUNCE_SETTLE.saturating_sub(self.started.elapsed()));
+        std::thread::sleep(ANNOUNCE_SETTLE.saturating_sub(self.last_update.elapsed()));
+        self.txt.draining = true;
+        self.txt.stopping = true;
+        // Best effort: the goodbye below is sent whatever happens here.
+        if let Err(e) = self.register(false) {
+            tracing::warn!("could not announce the stop: {e}");
+        } else {
             std::thread::sleep(Duration::from_millis(250));
         }
         if let Ok(status) = self.daemon.unregister(&self.fullname) {

@@ -93,15 +93,21 @@ fn main() -> ExitCode {
     }
 }
 
+/// The host name's first label (a DNS-SD instance name has no dots).
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_else(|_| "offload-agent".into())
+        .ok()
+        .and_then(|h| h.trim().split('.').next().map(str::to_owned))
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "offload-agent".into())
 }
 
 fn run(args: RunArgs) -> anyhow::Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        // A second signal while stopping exits at once.
+        signal_hook::flag::register_conditional_shutdown(signal, 1, Arc::clone(&stop))
+            .context("installing signal handlers")?;
         signal_hook::flag::register(signal, Arc::clone(&stop))
             .context("installing signal handlers")?;
     }
@@ -132,6 +138,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         store: args.store_dir.clone(),
         ssh: ssh.clone(),
         draining,
+        stopping: false,
     };
     let measure = || {
         txt(

@@ -44,6 +44,7 @@ fn pool(n: usize) -> Pool {
             key: Some(format!("KEY{i}")),
             ssh_port: Some(22),
             draining: i % 31 == 0,
+            stopping: false,
         };
         pool.discovered(advert, i % 13 != 0, 0);
     }

@@ -42,6 +42,7 @@ pub fn advert(info: &mdns_sd::ResolvedService) -> Result<Advert, offload_core::d
         key: Some(txt.key),
         ssh_port: txt.ssh.map(|(_, port)| port),
         draining: txt.draining,
+        stopping: txt.stopping,
     })
 }
 

@@ -99,6 +99,8 @@ pub struct Advert {
     pub ssh_port: Option<u16>,
     /// Finishing work before shutting down.
     pub draining: bool,
+    /// Shutting down now (a goodbye follows).
+    pub stopping: bool,
 }
 
 /// Live state of a machine.
@@ -114,6 +116,8 @@ pub struct Live {
     pub health: Health,
     /// Draining.
     pub draining: bool,
+    /// Stopping: the goodbye that follows is a clean stop.
+    pub stopping: bool,
     /// When the machine was last heard of.
     pub last_seen_ms: Option<u64>,
 }
@@ -126,6 +130,7 @@ impl Default for Live {
             disk: None,
             health: Health::Unknown,
             draining: false,
+            stopping: false,
             last_seen_ms: None,
         }
     }
@@ -231,6 +236,7 @@ impl Machine {
             disk: Some(a.disk),
             health: Health::Healthy,
             draining: a.draining,
+            stopping: a.stopping,
             last_seen_ms: Some(now_ms),
         };
         self.advert = Some(a.clone());
@@ -373,10 +379,15 @@ impl Pool {
                 .as_ref()
                 .is_some_and(|a| a.instance == advert.instance)
         });
+        // Another instance may merge into an entry only if that entry has no
+        // live advertisement: the advertised key is untrusted, and must not
+        // let one host take over another's entry.
         let index = same_instance.or_else(|| {
-            self.machines
-                .iter()
-                .position(|m| Self::advert_matches(m, &advert))
+            self.machines.iter().position(|m| {
+                let live = m.advert.is_some()
+                    && matches!(m.live.health, Health::Healthy | Health::Unknown);
+                !live && Self::advert_matches(m, &advert)
+            })
         });
         match index {
             Some(i) => self.machines[i].apply_advert(&advert, authorized, now_ms),
@@ -431,8 +442,9 @@ impl Pool {
     /// Re-decide which discovered agents are authorized (the ACL changed).
     pub fn reauthorize(&mut self, authorized: impl Fn(&str) -> bool) {
         for m in &mut self.machines {
+            m.advert_authorized = m.key.as_deref().is_some_and(&authorized);
             if m.static_entry.is_none() {
-                m.authorized = m.key.as_deref().is_some_and(&authorized);
+                m.authorized = m.advert_authorized;
             }
         }
     }

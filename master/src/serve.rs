@@ -1,21 +1,24 @@
 //! `offload-master serve`: keep the machine pool warm and answer local
 //! clients over a Unix socket.
 //!
-//! Three threads share the pool: mDNS events (agents resolved, updated,
-//! removed), the socket (one request line per connection, `status json` or
-//! `status table`, answered and closed), and upkeep every 250 ms: re-read
-//! machines.scm and the ACL when they change, expire machines gone longer
-//! than the grace period, and verify discovered agents. A stopping agent
-//! advertises `draining` and then says goodbye: it is marked vanished and
-//! no longer listed. Any other removal (an unanswered verification query,
-//! an expired record) means it crashed or lost the network: it is marked
-//! unhealthy. Both stay in the pool for the grace period, so the hook
-//! postpones rather than declines.
+//! Threads share the pool: mDNS events (agents resolved, updated, removed),
+//! the socket (each client on its own short-lived thread, at most
+//! [`MAX_CLIENTS`] at once, one request line `status json` or `status
+//! table` with timeouts), and upkeep every 250 ms: re-read machines.scm and
+//! the ACL when they change, expire machines gone longer than the grace
+//! period, and verify discovered agents. A stopping agent advertises
+//! `stopping` and then says goodbye: it is marked vanished. Any other
+//! removal (an unanswered verification, an expired record) means it
+//! crashed or lost the network: it is marked unhealthy. Both stay in the
+//! pool for the grace period, so the hook postpones rather than declines;
+//! agents re-announce themselves periodically, so one lost answer heals.
 
+use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -30,6 +33,15 @@ use crate::pool::{Health, Pool};
 
 /// Longest request line a client may send.
 const MAX_REQUEST: u64 = 1024;
+/// Clients answered at once; more are turned away.
+pub const MAX_CLIENTS: usize = 16;
+/// Discovered agents kept at once (a LAN full of fake agents cannot grow
+/// the pool without bound).
+pub const MAX_AGENTS: usize = 1024;
+/// Distinct subtypes browsed at once.
+pub const MAX_SUBTYPES: usize = 64;
+/// mDNS events waiting to be handled.
+const EVENT_QUEUE: usize = 1024;
 
 /// What `serve` needs.
 #[derive(Clone, Debug)]
@@ -46,7 +58,8 @@ pub struct Config {
     pub grace_ms: u64,
     /// How often discovered agents are verified.
     pub verify_ms: u64,
-    /// How long a verification query waits for an answer.
+    /// How long a verification waits for an answer (mdns-sd asks again
+    /// every second until then).
     pub verify_timeout_ms: u64,
 }
 
@@ -69,6 +82,15 @@ fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// Sets `stop` when dropped, so a panicking upkeep ends the other threads.
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 /// Run until `stop` is set (SIGTERM/SIGINT in the binary).
 pub fn run(config: &Config, stop: &Arc<AtomicBool>) -> anyhow::Result<()> {
     if config.socket.exists() {
@@ -89,17 +111,17 @@ pub fn run(config: &Config, stop: &Arc<AtomicBool>) -> anyhow::Result<()> {
     listener.set_nonblocking(true)?;
     let shared = Arc::new(Mutex::new(Shared {
         pool: Pool::new(config.grace_ms),
-        acl: load_acl(&config.acl),
+        acl: Acl::default(),
         start: Instant::now(),
     }));
     let daemon = offload_net::mdns_daemon(&config.interfaces)?;
     // mdns-sd files an agent's records under the type it first saw them
-    // with, which may be the agent's subtype; removals go to listeners of
-    // that type. So every subtype an agent uses is browsed too, all feeding
-    // one channel.
-    let (tx, events) = std::sync::mpsc::channel::<ServiceEvent>();
-    let forward = |ty: String| -> anyhow::Result<()> {
-        let receiver = daemon.browse(&ty)?;
+    // with, which may be one of its subtypes; removals go to listeners of
+    // that type. So the subtypes agents use are browsed too, all feeding
+    // one bounded queue.
+    let (tx, events) = std::sync::mpsc::sync_channel::<ServiceEvent>(EVENT_QUEUE);
+    let forward = |ty: &str| -> anyhow::Result<()> {
+        let receiver = daemon.browse(ty)?;
         let tx = tx.clone();
         std::thread::spawn(move || {
             while let Ok(event) = receiver.recv() {
@@ -110,27 +132,28 @@ pub fn run(config: &Config, stop: &Arc<AtomicBool>) -> anyhow::Result<()> {
         });
         Ok(())
     };
-    forward(dnssd::SERVICE_TYPE.to_owned())?;
-    let mut browsed: std::collections::HashSet<String> = std::collections::HashSet::new();
+    forward(dnssd::SERVICE_TYPE)?;
     tracing::info!(socket = %config.socket.display(), "serving");
-    let events_shared = Arc::clone(&shared);
+    let clients = AtomicUsize::new(0);
+    let (shared_ref, forward_ref) = (&shared, &forward);
     std::thread::scope(|s| {
         s.spawn(move || {
-            let shared = events_shared;
+            let (shared, forward) = (shared_ref, forward_ref);
+            let mut browsed: HashSet<String> = HashSet::new();
             while !stop.load(Ordering::Relaxed) {
-                if let Ok(event) = events.recv_timeout(Duration::from_millis(200)) {
-                    if let ServiceEvent::ServiceResolved(info) = &event
-                        && let Some(system) = info
-                            .get_property_val_str("systems")
-                            .and_then(|s| s.split(',').next())
-                    {
-                        let ty = dnssd::subtype(system);
-                        if system.len() <= 64 && browsed.insert(ty.clone()) && forward(ty).is_err()
-                        {
-                            tracing::warn!("cannot browse the subtype of {system}");
+                let Ok(event) = events.recv_timeout(Duration::from_millis(200)) else {
+                    continue;
+                };
+                for system in handle_event(shared, event) {
+                    let ty = dnssd::subtype(&system);
+                    if browsed.len() < MAX_SUBTYPES && !browsed.contains(&ty) {
+                        match forward(&ty) {
+                            Ok(()) => {
+                                browsed.insert(ty);
+                            }
+                            Err(e) => tracing::warn!("cannot browse {ty}: {e}"),
                         }
                     }
-                    handle_event(&shared, event);
                 }
             }
         });
@@ -138,17 +161,29 @@ pub fn run(config: &Config, stop: &Arc<AtomicBool>) -> anyhow::Result<()> {
             while !stop.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((stream, _)) => {
-                        if let Err(e) = answer(&shared, stream) {
-                            tracing::debug!("client: {e}");
+                        if clients.fetch_add(1, Ordering::AcqRel) >= MAX_CLIENTS {
+                            clients.fetch_sub(1, Ordering::AcqRel);
+                            continue;
                         }
+                        let (shared, clients) = (&shared, &clients);
+                        s.spawn(move || {
+                            if let Err(e) = answer(shared, stream) {
+                                tracing::debug!("client: {e}");
+                            }
+                            clients.fetch_sub(1, Ordering::AcqRel);
+                        });
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                         std::thread::sleep(Duration::from_millis(50))
                     }
-                    Err(e) => tracing::warn!("accept: {e}"),
+                    Err(e) => {
+                        tracing::warn!("accept: {e}");
+                        std::thread::sleep(Duration::from_millis(200));
+                    }
                 }
             }
         });
+        let _stop_on_exit = StopOnDrop(stop);
         upkeep(config, &shared, &daemon, stop);
     });
     let _ = std::fs::remove_file(&config.socket);
@@ -158,32 +193,50 @@ pub fn run(config: &Config, stop: &Arc<AtomicBool>) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn load_acl(path: &Path) -> Acl {
-    offload_files::acl_file::load(path).unwrap_or_else(|e| {
-        tracing::warn!("{e}: no discovered agent is authorized");
-        Acl::default()
-    })
-}
-
-fn handle_event(shared: &Mutex<Shared>, event: ServiceEvent) {
+/// Apply one mDNS event; returns the systems of a valid advertisement
+/// (whose subtypes should be browsed).
+fn handle_event(shared: &Mutex<Shared>, event: ServiceEvent) -> Vec<String> {
     let mut s = lock(shared);
     let now = s.now_ms();
     match event {
         ServiceEvent::ServiceResolved(info) => match discover::advert(&info) {
             Ok(advert) => {
+                let known = s.pool.machines().iter().any(|m| {
+                    m.advert
+                        .as_ref()
+                        .is_some_and(|a| a.instance == advert.instance)
+                });
+                let discovered = s
+                    .pool
+                    .machines()
+                    .iter()
+                    .filter(|m| m.static_entry.is_none())
+                    .count();
+                if !known && discovered >= MAX_AGENTS {
+                    tracing::warn!(
+                        "ignoring agent {}: already {MAX_AGENTS} agents",
+                        advert.instance
+                    );
+                    return Vec::new();
+                }
                 let authorized = advert
                     .key
                     .as_deref()
                     .is_some_and(|k| s.acl.contains_fingerprint(k));
+                let systems = advert.systems.clone();
                 s.pool.discovered(advert, authorized, now);
+                systems
             }
-            Err(e) => tracing::warn!("ignoring agent {}: {e}", info.get_fullname()),
+            Err(e) => {
+                tracing::warn!("ignoring agent {}: {e}", info.get_fullname());
+                Vec::new()
+            }
         },
         ServiceEvent::ServiceRemoved(_, fullname) => {
-            // A stopping agent advertises `draining` before its goodbye; a
+            // A stopping agent advertises `stopping` before its goodbye; a
             // removal without it is a failed verification or an expired record.
             let clean = s.pool.machines().iter().any(|m| {
-                m.live.draining && m.advert.as_ref().is_some_and(|a| a.instance == fullname)
+                m.live.stopping && m.advert.as_ref().is_some_and(|a| a.instance == fullname)
             });
             if clean {
                 tracing::info!(agent = %fullname, "stopped (goodbye)");
@@ -192,14 +245,16 @@ fn handle_event(shared: &Mutex<Shared>, event: ServiceEvent) {
                 tracing::info!(agent = %fullname, "not answering: unhealthy");
                 s.pool.unhealthy_instance(&fullname, now);
             }
+            Vec::new()
         }
-        _ => {}
+        _ => Vec::new(),
     }
 }
 
 fn answer(shared: &Mutex<Shared>, stream: UnixStream) -> std::io::Result<()> {
     stream.set_nonblocking(false)?;
     stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(2)))?;
     let mut line = String::new();
     BufReader::new((&stream).take(MAX_REQUEST)).read_line(&mut line)?;
     let reply = {
@@ -215,35 +270,55 @@ fn answer(shared: &Mutex<Shared>, stream: UnixStream) -> std::io::Result<()> {
     (&stream).write_all(reply.as_bytes())
 }
 
+/// A file's identity for change detection: (device, inode, size, mtime).
+type FileKey = (u64, u64, u64, i64, i64);
+
+fn file_key(path: &Path) -> Option<FileKey> {
+    std::fs::metadata(path)
+        .ok()
+        .map(|m| (m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec()))
+}
+
 fn upkeep(config: &Config, shared: &Mutex<Shared>, daemon: &ServiceDaemon, stop: &AtomicBool) {
     let mut cache = Cache::default();
-    let mut acl_stamp = None;
+    // `Some(None)`: tried, the file was absent.
+    let mut machines_seen: Option<Option<FileKey>> = None;
+    let mut acl_seen: Option<Option<FileKey>> = None;
     let mut last_verify = Instant::now();
     while !stop.load(Ordering::Relaxed) {
-        match cache.load(&config.machines, EvaluatorChoice::Auto) {
-            Ok(loaded) => {
-                let mut s = lock(shared);
-                if s.pool
-                    .machines()
-                    .iter()
-                    .filter_map(|m| m.static_entry.as_ref())
-                    .ne(loaded.machines.iter())
-                {
-                    tracing::info!(machines = loaded.machines.len(), file = %config.machines.display(), "static machines (re)loaded");
-                    s.pool.set_static(&loaded.machines);
+        let key = file_key(&config.machines);
+        if machines_seen != Some(key) {
+            machines_seen = Some(key);
+            match cache.load(&config.machines, EvaluatorChoice::Auto) {
+                Ok(loaded) => {
+                    tracing::info!(machines = loaded.machines.len(), file = %config.machines.display(), "static machines loaded");
+                    lock(shared).pool.set_static(&loaded.machines);
                 }
+                Err(e) => tracing::warn!("{e}; keeping the machines read before"),
             }
-            Err(e) => tracing::warn!("{e}; keeping the machines read before"),
         }
-        let stamp = std::fs::metadata(&config.acl)
-            .and_then(|m| m.modified())
-            .ok();
-        if stamp != acl_stamp {
-            acl_stamp = stamp;
-            let mut s = lock(shared);
-            s.acl = load_acl(&config.acl);
-            let acl = s.acl.clone();
-            s.pool.reauthorize(|key| acl.contains_fingerprint(key));
+        let key = file_key(&config.acl);
+        if acl_seen != Some(key) {
+            acl_seen = Some(key);
+            let acl = match offload_files::acl_file::load(&config.acl) {
+                Ok(acl) => Some(acl),
+                Err(offload_files::acl_file::Error::Missing(_)) => {
+                    tracing::warn!(
+                        "no ACL at {}: no discovered agent is authorized",
+                        config.acl.display()
+                    );
+                    Some(Acl::default())
+                }
+                Err(e) => {
+                    tracing::warn!("{e}; keeping the ACL read before");
+                    None
+                }
+            };
+            if let Some(acl) = acl {
+                let mut s = lock(shared);
+                s.pool.reauthorize(|k| acl.contains_fingerprint(k));
+                s.acl = acl;
+            }
         }
         {
             let mut s = lock(shared);
@@ -261,6 +336,7 @@ fn upkeep(config: &Config, shared: &Mutex<Shared>, daemon: &ServiceDaemon, stop:
                     .filter(|m| m.live.health == Health::Healthy)
                     .filter_map(|m| m.advert.as_ref().map(|a| a.instance.clone()))
                     .collect();
+                drop(s);
                 for instance in healthy {
                     let _ =
                         daemon.verify(instance, Duration::from_millis(config.verify_timeout_ms));

@@ -17,9 +17,10 @@ fn health(m: &Machine) -> &'static str {
 /// The machines status shows: an agent that said goodbye is kept by the
 /// pool for the grace period (so the hook postpones) but is no longer listed.
 fn listed(pool: &Pool) -> impl Iterator<Item = &Machine> {
+    // …unless machines.scm names it: the operator's machine stays listed.
     pool.machines()
         .iter()
-        .filter(|m| !matches!(m.live.health, Health::Vanished { .. }))
+        .filter(|m| m.static_entry.is_some() || !matches!(m.live.health, Health::Vanished { .. }))
 }
 
 fn port(m: &Machine) -> u16 {

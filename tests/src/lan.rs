@@ -72,8 +72,9 @@ fn destroy(ns: &str) {
         .status();
 }
 
-/// Remove namespaces of earlier test processes that no longer exist.
-fn sweep_stale() {
+/// Remove namespaces of earlier test processes that no longer exist
+/// (`tests/run` also runs this at the end, as `lan-sweep`).
+pub fn sweep_stale() {
     let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
         return;
     };
@@ -181,15 +182,37 @@ impl Lan {
         cmd
     }
 
-    /// Start `cmd` (made by [`command`](Self::command)); it is killed at teardown.
-    /// Returns its pid (that of the program itself: `ip netns exec` execs).
+    /// Start `cmd` (made by [`command`](Self::command)); it is killed at
+    /// teardown, and by the kernel if the test process dies first
+    /// (`PR_SET_PDEATHSIG`). Returns its pid (that of the program itself:
+    /// `ip netns exec` execs).
     pub fn spawn(&self, mut cmd: Command) -> u32 {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: only an async-signal-safe call (prctl) between fork and exec.
+        #[allow(unsafe_code)]
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
         let child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
         let pid = child.id();
         self.children.lock().expect("children lock").push(child);
         pid
+    }
+
+    /// Whether a spawned process is still running.
+    pub fn running(&self, pid: u32) -> bool {
+        let mut children = self.children.lock().expect("children lock");
+        children
+            .iter_mut()
+            .find(|c| c.id() == pid)
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
     /// Send `signal` (e.g. "USR1") to a spawned process that keeps running.
@@ -207,6 +230,12 @@ impl Lan {
         let mut children = self.children.lock().expect("children lock");
         if let Some(i) = children.iter().position(|c| c.id() == pid) {
             let mut child = children.remove(i);
+            // A process that ignores the signal is killed after 15 s.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+            while matches!(child.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            let _ = child.kill();
             let _ = child.wait();
         }
     }

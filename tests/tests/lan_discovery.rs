@@ -29,6 +29,7 @@ struct Farm {
     lan: Lan,
     tmp: tempfile::TempDir,
     pids: Vec<u32>,
+    serve: std::cell::OnceCell<u32>,
 }
 
 fn path(p: &Path) -> &str {
@@ -85,7 +86,12 @@ fn farm() -> Farm {
         r#"(list (build-machine (name "agent2") (systems (list "x86_64-linux")) (user "offload") (host-key "ssh-ed25519 AAAA") (speed 9.)))"#,
     )
     .unwrap();
-    Farm { lan, tmp, pids }
+    Farm {
+        lan,
+        tmp,
+        pids,
+        serve: std::cell::OnceCell::new(),
+    }
 }
 
 /// `status --json` from the master host.
@@ -94,6 +100,8 @@ fn status(f: &Farm, discover_ms: u64) -> Vec<Value> {
     cmd.env("RUST_LOG", "warn").args([
         "status",
         "--json",
+        "--socket",
+        path(&f.tmp.path().join("no-serve.sock")),
         "--discover-ms",
         &discover_ms.to_string(),
         "--interface",
@@ -206,10 +214,28 @@ fn a_stopped_agent_is_gone_and_draining_is_seen() {
 
 #[test]
 fn the_lan_has_only_its_own_interfaces_and_leaves_nothing_behind() {
+    let host_links = || {
+        let out = std::process::Command::new("ip")
+            .args(["-o", "link"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| l.split(':').nth(1).unwrap_or_default().trim().to_owned())
+            .collect::<Vec<_>>()
+    };
+    let before = host_links();
     let names: Vec<String>;
+    let pid;
     {
         let lan = Lan::new(2);
-        names = lan.hosts().iter().map(|h| h.ns.clone()).collect();
+        names = lan
+            .hosts()
+            .iter()
+            .map(|h| h.ns.clone())
+            .chain([format!("{}-sw", lan.hosts()[0].ns.trim_end_matches("-h0"))])
+            .collect();
+        assert_eq!(host_links(), before, "the host namespace got no interface");
         let out = lan
             .command(0, "ping")
             .args(["-c", "1", "-W", "2", "10.77.0.2"])
@@ -220,6 +246,9 @@ fn the_lan_has_only_its_own_interfaces_and_leaves_nothing_behind() {
             "hosts reach each other: {}",
             String::from_utf8_lossy(&out.stdout)
         );
+        let mut sleeper = lan.command(1, "sleep");
+        sleeper.arg("600");
+        pid = lan.spawn(sleeper);
     }
     let list = std::process::Command::new("ip")
         .args(["netns", "list"])
@@ -229,10 +258,20 @@ fn the_lan_has_only_its_own_interfaces_and_leaves_nothing_behind() {
     for n in names {
         assert!(!list.contains(&n), "{n} left behind");
     }
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "a process of the LAN outlived it"
+    );
+    assert_eq!(host_links(), before);
 }
 
 /// `status` through a running `serve` on the master host.
 fn serve_status(f: &Farm, socket: &Path) -> Vec<Value> {
+    // The answer must come from serve, not from status browsing by itself.
+    assert!(
+        f.serve.get().is_some_and(|pid| f.lan.running(*pid)),
+        "offload-master serve is not running"
+    );
     let mut cmd = f.lan.command(5, bin("offload-master"));
     cmd.env("RUST_LOG", "warn")
         .args(["status", "--json", "--socket", path(socket)]);
@@ -288,7 +327,7 @@ fn serve_tracks_goodbyes_crashes_and_machines_scm() {
         "--verify-ms",
         "2500",
     ]);
-    f.lan.spawn(cmd);
+    let _ = f.serve.set(f.lan.spawn(cmd));
     let deadline = Instant::now() + Duration::from_secs(5);
     while !socket.exists() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));

@@ -277,7 +277,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                 interfaces,
                 grace_ms,
                 verify_ms,
-                verify_timeout_ms: 1000,
+                verify_timeout_ms: 2000,
             };
             let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
             for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {

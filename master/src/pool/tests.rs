@@ -42,6 +42,7 @@ pub(crate) fn advert(instance: &str, host: &str, key: Option<&str>) -> Advert {
         key: key.map(str::to_owned),
         ssh_port: Some(22),
         draining: false,
+        stopping: false,
     }
 }
 
@@ -93,7 +94,8 @@ fn names_match_like_hosts_do() {
 fn a_known_key_decides_identity() {
     let mut pool = Pool::default();
     pool.discovered(advert("a", "box.local", Some("K")), true, 0);
-    // Same key, new instance name and host name: the same machine.
+    // Same key, new instance name and host name after the old one left: the same machine.
+    pool.vanished("a", 5);
     pool.discovered(advert("a-renamed", "box-2.local", Some("K")), true, 10);
     assert_eq!(pool.machines().len(), 1);
     assert_eq!(pool.machines()[0].name, "box-2.local");
@@ -221,4 +223,29 @@ fn nonsense_measurements_are_ignored() {
         pool.learn("box", 1.0, Some(bad));
     }
     assert_eq!(pool.machines()[0].history, History::default());
+}
+
+#[test]
+fn an_advertised_key_cannot_take_over_a_live_entry() {
+    let mut pool = Pool::default();
+    pool.discovered(advert("victim", "victim.local", Some("K")), true, 0);
+    let mut fake = advert("attacker", "attacker.local", Some("K"));
+    fake.addresses = vec![IpAddr::V4(Ipv4Addr::new(10, 0, 0, 66))];
+    pool.discovered(fake, true, 10);
+    assert_eq!(pool.machines().len(), 2, "a separate entry");
+    assert_eq!(
+        pool.machines()[0].advert.as_ref().unwrap().instance,
+        "victim"
+    );
+    assert_eq!(
+        pool.machines()[0].advert.as_ref().unwrap().addresses,
+        vec![IpAddr::V4(Ipv4Addr::new(10, 0, 0, 7))]
+    );
+    // The ACL changes reach the fallback used when a static entry goes away.
+    pool.reauthorize(|_| false);
+    assert!(
+        pool.machines()
+            .iter()
+            .all(|m| !m.authorized && !m.advert_authorized)
+    );
 }

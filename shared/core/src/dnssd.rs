@@ -9,7 +9,7 @@
 //! systems=x86_64-linux,i686-linux    features=kvm,big-parallel   (may be empty)
 //! speed=2.5  slots=4  free=3  load=0.25  disk=<free store bytes>
 //! key=<52-char nix-base32 fingerprint of the signing key>
-//! store=/gnu/store   [ssh=USER@PORT]   [draining=1]
+//! store=/gnu/store   [ssh=USER@PORT]   [draining=1]   [stopping=1]
 //! ```
 //!
 //! Discovery is untrusted input: [`Txt::decode`] checks every value against
@@ -62,6 +62,8 @@ pub struct Txt {
     pub ssh: Option<(String, u16)>,
     /// Finishing work before shutting down.
     pub draining: bool,
+    /// Shutting down now: the goodbye that follows is a clean stop.
+    pub stopping: bool,
 }
 
 /// A TXT record that does not follow the schema.
@@ -138,6 +140,9 @@ impl Txt {
         }
         if self.draining {
             out.push(("draining", "1".to_owned()));
+        }
+        if self.stopping {
+            out.push(("stopping", "1".to_owned()));
         }
         out
     }
@@ -234,6 +239,11 @@ impl Txt {
             Some("1") => true,
             Some(other) => return Err(bad("draining", format!("expected 0 or 1, not {other:?}"))),
         };
+        let stopping = match get.get("stopping").copied() {
+            None | Some("0") => false,
+            Some("1") => true,
+            Some(other) => return Err(bad("stopping", format!("expected 0 or 1, not {other:?}"))),
+        };
         Ok(Self {
             systems,
             features,
@@ -246,6 +256,7 @@ impl Txt {
             store: store.to_owned(),
             ssh,
             draining,
+            stopping,
         })
     }
 }
@@ -272,6 +283,7 @@ mod tests {
             store: "/gnu/store".into(),
             ssh: Some(("offload".into(), 22)),
             draining: false,
+            stopping: false,
         }
     }
 
