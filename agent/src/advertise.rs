@@ -1,8 +1,9 @@
 //! Advertising the agent over DNS-SD with mdns-sd.
 //!
-//! One instance of `_guix-offload._udp` named after the machine, with the
-//! subtype of its first system (mdns-sd registers one subtype per
-//! instance), and the TXT schema of `offload_core::dnssd`. Live values
+//! One instance of `_guix-offload._udp` named after the machine, with one
+//! subtype per system: mdns-sd registers the first system's (it takes one
+//! per instance), [`crate::subtypes`] answers for the others. The TXT
+//! follows the schema of `offload_core::dnssd`. Live values
 //! (load, free slots, disk) are re-advertised when they change, at most
 //! once per [`Advertiser::min_update_interval`], and the record is
 //! re-announced every [`REFRESH`] (so a master that lost track of the agent
@@ -43,6 +44,9 @@ pub enum Error {
     /// An advertisement masters would reject.
     #[error("cannot advertise this configuration: {0}")]
     Txt(offload_core::dnssd::TxtError),
+    /// The subtype responder could not start.
+    #[error("cannot answer for the subtypes of the other systems: {0}")]
+    Subtypes(std::io::Error),
     /// An interface that does not exist.
     #[error("no network interface named {0:?}")]
     Interface(String),
@@ -58,6 +62,7 @@ pub struct Advertiser {
     last_update: Instant,
     min_update_interval: Duration,
     started: Instant,
+    subtypes: Option<crate::subtypes::Responder>,
 }
 
 /// Whether `name` is a usable DNS label for the instance and host.
@@ -104,8 +109,12 @@ impl Advertiser {
             last_update: Instant::now(),
             min_update_interval: Duration::from_secs(1),
             started: Instant::now(),
+            subtypes: None,
         };
         me.register(true)?;
+        // The other systems' subtypes, which mdns-sd cannot register.
+        me.subtypes = crate::subtypes::Responder::start(&me.fullname, &me.txt.systems, interfaces)
+            .map_err(Error::Subtypes)?;
         Ok(me)
     }
 
@@ -186,6 +195,9 @@ impl Advertiser {
             tracing::warn!("could not announce the stop: {e}");
         } else {
             std::thread::sleep(Duration::from_millis(250));
+        }
+        if let Some(responder) = self.subtypes.take() {
+            responder.stop();
         }
         if let Ok(status) = self.daemon.unregister(&self.fullname) {
             let _ = status.recv_timeout(Duration::from_secs(2));

@@ -11,3 +11,4 @@
 
 pub mod advertise;
 pub mod probe;
+pub mod subtypes;

@@ -109,6 +109,18 @@ fn avahi_browse_sees_our_agents_with_their_txt() {
     assert_eq!(fields[4], "_guix-offload._udp");
     assert_eq!(fields[7], "10.77.0.1");
     assert_eq!(fields[8], "7441");
+    // One subtype per system: the first from mdns-sd, the others from our responder.
+    for system in ["x86_64-linux", "i686-linux"] {
+        let subtype = format!("_{system}._sub._guix-offload._udp");
+        let seen = eventually(Duration::from_secs(15), || {
+            avahi
+                .browse(&lan, &subtype)
+                .into_iter()
+                .find(|f| f.get(3).is_some_and(|n| n == "agent-a"))
+        });
+        let seen = seen.unwrap_or_else(|| panic!("avahi-browse {subtype} never saw agent-a"));
+        assert_eq!(seen[8], "7441", "resolved through the subtype: {seen:?}");
+    }
     let txt = fields[9..].join(";");
     for entry in [
         "\"txtvers=1\"",

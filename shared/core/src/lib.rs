@@ -20,6 +20,7 @@ pub mod export;
 pub mod hashing;
 pub mod hex;
 pub mod keys;
+pub mod mdns_wire;
 pub mod nar;
 pub mod narinfo;
 pub mod nixbase32;
