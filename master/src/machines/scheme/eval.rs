@@ -586,13 +586,19 @@ impl Evaluator {
                         let v = self.eval(expr, env, depth + 1)?;
                         env.define(var, v);
                     }
+                    // `(define (name . params) body …)`, with or without a rest parameter.
                     [
                         Datum {
-                            kind: Kind::List(sig),
+                            kind: sig_kind @ (Kind::List(_) | Kind::Dotted(..)),
                             ..
                         },
                         body @ ..,
                     ] if !body.is_empty() => {
+                        let (sig, rest) = match sig_kind {
+                            Kind::Dotted(sig, rest) => (sig, Some(rest.as_ref())),
+                            Kind::List(sig) => (sig, None),
+                            _ => return Err(bad()),
+                        };
                         let [
                             Datum {
                                 kind: Kind::Symbol(var),
@@ -603,26 +609,7 @@ impl Evaluator {
                         else {
                             return Err(bad());
                         };
-                        env.define(var, closure(params, None, body, env)?);
-                    }
-                    [
-                        Datum {
-                            kind: Kind::Dotted(sig, rest),
-                            ..
-                        },
-                        body @ ..,
-                    ] if !body.is_empty() => {
-                        let [
-                            Datum {
-                                kind: Kind::Symbol(var),
-                                ..
-                            },
-                            params @ ..,
-                        ] = sig.as_slice()
-                        else {
-                            return Err(bad());
-                        };
-                        env.define(var, closure(params, Some(rest), body, env)?);
+                        env.define(var, closure(params, rest, body, env)?);
                     }
                     _ => return Err(bad()),
                 }
