@@ -76,9 +76,7 @@ fn outcome(result: anyhow::Result<String>) -> Outcome {
 }
 
 fn find(program: &str) -> Option<PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|d| d.join(program))
-        .find(|p| p.is_file())
+    offload_files::paths::find_program(program)
 }
 
 fn vectors() -> anyhow::Result<String> {

@@ -94,23 +94,12 @@ fn farm() -> Farm {
     }
 }
 
-/// `status --json` from the master host.
-fn status(f: &Farm, discover_ms: u64) -> Vec<Value> {
-    let mut cmd = f.lan.command(5, bin("offload-master"));
-    cmd.env("RUST_LOG", "warn").args([
-        "status",
-        "--json",
-        "--socket",
-        path(&f.tmp.path().join("no-serve.sock")),
-        "--discover-ms",
-        &discover_ms.to_string(),
-        "--interface",
-        &f.lan.hosts()[5].iface,
-        "--machines",
-        path(&f.tmp.path().join("machines.scm")),
-        "--acl",
-        path(&f.tmp.path().join("acl")),
-    ]);
+/// `offload-master status --json ARGS…` on `host`, parsed.
+fn status_json(lan: &Lan, host: usize, args: &[&str]) -> Vec<Value> {
+    let mut cmd = lan.command(host, bin("offload-master"));
+    cmd.env("RUST_LOG", "warn")
+        .args(["status", "--json"])
+        .args(args);
     let out = cmd.output().expect("status");
     assert!(
         out.status.success(),
@@ -122,6 +111,27 @@ fn status(f: &Farm, discover_ms: u64) -> Vec<Value> {
         .as_array()
         .cloned()
         .unwrap_or_default()
+}
+
+/// `status --json` from the master host, listening by itself.
+fn status(f: &Farm, discover_ms: u64) -> Vec<Value> {
+    let dir = f.tmp.path();
+    status_json(
+        &f.lan,
+        5,
+        &[
+            "--socket",
+            path(&dir.join("no-serve.sock")),
+            "--discover-ms",
+            &discover_ms.to_string(),
+            "--interface",
+            &f.lan.hosts()[5].iface,
+            "--machines",
+            path(&dir.join("machines.scm")),
+            "--acl",
+            path(&dir.join("acl")),
+        ],
+    )
 }
 
 fn by_name<'a>(machines: &'a [Value], name: &str) -> Option<&'a Value> {
@@ -272,20 +282,7 @@ fn serve_status(f: &Farm, socket: &Path) -> Vec<Value> {
         f.serve.get().is_some_and(|pid| f.lan.running(*pid)),
         "offload-master serve is not running"
     );
-    let mut cmd = f.lan.command(5, bin("offload-master"));
-    cmd.env("RUST_LOG", "warn")
-        .args(["status", "--json", "--socket", path(socket)]);
-    let out = cmd.output().expect("status");
-    assert!(
-        out.status.success(),
-        "status failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice::<Value>(&out.stdout)
-        .expect("JSON")
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
+    status_json(&f.lan, 5, &["--socket", path(socket)])
 }
 
 fn serve_wait(
@@ -438,27 +435,23 @@ fn agents_with_the_same_name_are_both_discovered() {
     }
     let deadline = Instant::now() + Duration::from_secs(20);
     let machines = loop {
-        let mut cmd = lan.command(2, bin("offload-master"));
-        cmd.env("RUST_LOG", "warn").args([
-            "status",
-            "--json",
-            "--discover-ms",
-            "2000",
-            "--interface",
-            &lan.hosts()[2].iface,
-            "--socket",
-            path(&tmp.path().join("none.sock")),
-            "--machines",
-            path(&tmp.path().join("none.scm")),
-            "--acl",
-            path(&tmp.path().join("none-acl")),
-        ]);
-        let out = cmd.output().expect("status");
-        let machines = serde_json::from_slice::<Value>(&out.stdout)
-            .expect("JSON")
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
+        let dir = tmp.path();
+        let machines = status_json(
+            &lan,
+            2,
+            &[
+                "--discover-ms",
+                "2000",
+                "--interface",
+                &lan.hosts()[2].iface,
+                "--socket",
+                path(&dir.join("none.sock")),
+                "--machines",
+                path(&dir.join("none.scm")),
+                "--acl",
+                path(&dir.join("none-acl")),
+            ],
+        );
         if machines.len() == 2 || Instant::now() > deadline {
             break machines;
         }

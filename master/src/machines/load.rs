@@ -281,9 +281,7 @@ fn not_a_list_warning(name: &str) -> String {
 }
 
 fn find_guile() -> Option<PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|d| d.join("guile"))
-        .find(|p| p.is_file())
+    offload_files::paths::find_program("guile")
 }
 
 fn load_guile(file: &Path) -> Result<Loaded, LoadError> {

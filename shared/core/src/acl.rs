@@ -30,6 +30,9 @@ pub enum Error {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Acl {
     keys: Vec<Sexp>,
+    /// Fingerprints of the entries that are readable public keys, computed
+    /// once (they are looked up for every discovered agent).
+    fingerprints: Vec<String>,
 }
 
 impl Acl {
@@ -42,7 +45,7 @@ impl Acl {
         if tag.as_atom() != Some(b"acl") {
             return Err(Error::Shape("the list must start with `acl`".into()));
         }
-        let keys = entries
+        let keys: Vec<Sexp> = entries
             .iter()
             .enumerate()
             .map(|(i, entry)| {
@@ -54,7 +57,8 @@ impl Acl {
                 })
             })
             .collect::<Result<_, _>>()?;
-        Ok(Self { keys })
+        let fingerprints = keys.iter().filter_map(fingerprint).collect();
+        Ok(Self { keys, fingerprints })
     }
 
     /// The ACL text as libgcrypt prints it.
@@ -83,6 +87,7 @@ impl Acl {
             return false;
         }
         self.keys.insert(0, key.sexp().clone());
+        self.fingerprints.insert(0, key.fingerprint());
         true
     }
 
@@ -93,10 +98,15 @@ impl Acl {
 
     /// Whether a key with this fingerprint is authorized.
     pub fn contains_fingerprint(&self, fingerprint: &str) -> bool {
-        self.keys.iter().any(|key| {
-            PublicKey::from_sexp(key.clone()).is_ok_and(|k| k.fingerprint() == fingerprint)
-        })
+        self.fingerprints.iter().any(|f| f == fingerprint)
     }
+}
+
+/// The fingerprint of an entry that is a readable public key.
+fn fingerprint(key: &Sexp) -> Option<String> {
+    PublicKey::from_sexp(key.clone())
+        .ok()
+        .map(|k| k.fingerprint())
 }
 
 fn parse_entry(entry: &Sexp) -> Option<Sexp> {

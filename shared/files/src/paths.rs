@@ -25,3 +25,10 @@ pub fn default_acl() -> PathBuf {
 pub fn default_secret_key() -> PathBuf {
     guix_config_dir().join("signing-key.sec")
 }
+
+/// The first executable file named `program` in `$PATH`.
+pub fn find_program(program: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
+}
