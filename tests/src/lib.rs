@@ -8,6 +8,7 @@
 
 pub mod avahi;
 pub mod lan;
+pub mod nixd;
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};

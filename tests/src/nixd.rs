@@ -1,0 +1,180 @@
+//! A real Nix 2.8 with an isolated store, and its daemon.
+//!
+//! The store directory, state, logs and configuration all live under one
+//! temporary directory (`nix-daemon.md` §3): the real store directory is the
+//! logical one, so no sandbox is needed and nothing is written under `/nix`.
+//! Builds run as the current user (`build-users-group =`), without sandbox,
+//! substituters or network.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+use crate::{require_program, run_ok};
+
+/// An isolated Nix store under a temporary directory.
+pub struct IsolatedNix {
+    root: TempDir,
+}
+
+impl Default for IsolatedNix {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl IsolatedNix {
+    /// A fresh, empty store (created by Nix on first use).
+    pub fn new() -> Self {
+        let root = tempfile::Builder::new()
+            .prefix("nixd-")
+            .tempdir()
+            .expect("create a temporary directory");
+        Self { root }
+    }
+
+    /// The temporary directory holding everything.
+    pub fn root(&self) -> &Path {
+        self.root.path()
+    }
+
+    /// The store directory (logical and real).
+    pub fn store_dir(&self) -> PathBuf {
+        self.root().join("store")
+    }
+
+    /// `NIX_STATE_DIR`.
+    pub fn state_dir(&self) -> PathBuf {
+        self.root().join("var")
+    }
+
+    /// The SQLite database of the store.
+    pub fn db(&self) -> PathBuf {
+        self.state_dir().join("db/db.sqlite")
+    }
+
+    /// The daemon's socket (once `start_daemon` has run).
+    pub fn socket(&self) -> PathBuf {
+        self.state_dir().join("daemon-socket/socket")
+    }
+
+    /// The environment that confines Nix programs to this store.
+    pub fn env(&self) -> Vec<(&'static str, OsString)> {
+        let dir = |sub: &str| self.root().join(sub).into_os_string();
+        vec![
+            (
+                "NIX_CONFIG",
+                "build-users-group =\n\
+                 sandbox = false\n\
+                 substituters =\n\
+                 experimental-features = nix-command\n"
+                    .into(),
+            ),
+            ("NIX_STORE_DIR", dir("store")),
+            ("NIX_STATE_DIR", dir("var")),
+            ("NIX_LOG_DIR", dir("var/log")),
+            ("NIX_CONF_DIR", dir("etc")),
+            ("HOME", dir("home")),
+            ("XDG_CACHE_HOME", dir("home/.cache")),
+            ("XDG_CONFIG_HOME", dir("home/.config")),
+            ("XDG_DATA_HOME", dir("home/.local/share")),
+            ("XDG_STATE_HOME", dir("home/.local/state")),
+        ]
+    }
+
+    /// A Nix program (`nix-store`, `nix-instantiate`, …) confined to this
+    /// store, working on it directly (not through the daemon).
+    pub fn command(&self, program: &str) -> Command {
+        let mut cmd = Command::new(require_program(program, "nix-bin"));
+        cmd.envs(self.env()).env_remove("NIX_REMOTE");
+        cmd
+    }
+
+    /// Run a Nix program that must succeed; its stdout, trimmed.
+    pub fn run(&self, program: &str, args: &[&str]) -> String {
+        let out = run_ok(self.command(program).args(args), b"");
+        String::from_utf8_lossy(&out).trim().to_owned()
+    }
+
+    /// `nix-instantiate --expr EXPR`: the .drv path.
+    pub fn instantiate(&self, expr: &str) -> String {
+        self.run("nix-instantiate", &["--expr", expr])
+    }
+
+    /// `nix-store --verify --check-contents` must succeed and report nothing
+    /// but its progress lines (a modified or missing item is a line of its own).
+    pub fn assert_verify_clean(&self) {
+        const PROGRESS: [&str; 4] = [
+            "reading the Nix store...",
+            "checking path existence...",
+            "checking link hashes...",
+            "checking store hashes...",
+        ];
+        let out = self
+            .command("nix-store")
+            .args(["--verify", "--check-contents"])
+            .output()
+            .expect("run nix-store --verify");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let unexpected: Vec<&str> = stderr.lines().filter(|l| !PROGRESS.contains(l)).collect();
+        assert!(
+            out.status.success() && unexpected.is_empty(),
+            "nix-store --verify --check-contents ({}):\n{stderr}",
+            out.status
+        );
+    }
+
+    /// Start `nix-daemon` on this store; it stops when the guard is dropped.
+    pub fn start_daemon(&self) -> DaemonGuard {
+        let log = std::fs::File::create(self.root().join("nix-daemon.log")).expect("daemon log");
+        let child = self
+            .command("nix-daemon")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("daemon log"))
+            .stderr(log)
+            .spawn()
+            .expect("start nix-daemon");
+        let guard = DaemonGuard { child };
+        let socket = self.socket();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !socket.exists() {
+            assert!(
+                Instant::now() < deadline,
+                "nix-daemon did not create {} within 10 s",
+                socket.display()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        guard
+    }
+
+    /// A C-style expression for a derivation built by `/bin/sh -c SCRIPT`.
+    pub fn sh_derivation(name: &str, script: &str) -> String {
+        format!(
+            "derivation {{ name = \"{name}\"; system = builtins.currentSystem; \
+             builder = \"/bin/sh\"; args = [\"-c\" {script:?}]; }}"
+        )
+    }
+}
+
+/// A running `nix-daemon`; killed and reaped on drop.
+pub struct DaemonGuard {
+    child: Child,
+}
+
+impl DaemonGuard {
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for DaemonGuard {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
