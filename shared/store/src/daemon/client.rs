@@ -187,17 +187,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> DaemonClient<S> {
         req.bool(o.keep_failed)
             .bool(o.keep_going)
             .bool(o.fallback)
-            .u64(o.verbosity)
-            .u64(o.max_build_jobs)
-            .u64(o.max_silent_time)
-            .bool(o.use_build_hook)
+            .u64(o.verbosity);
+        // Guix ≥ 0x61 moved max-jobs, max-silent-time and build-cores to
+        // the name/value pairs, as `guix offload` sends them.
+        let guix = self.dialect == Dialect::Guix;
+        if !guix {
+            req.u64(o.max_build_jobs).u64(o.max_silent_time);
+        }
+        req.bool(o.use_build_hook)
             .u64(o.build_verbosity)
             .u64(0) // log type
-            .bool(o.print_build_trace)
-            .u64(o.build_cores)
-            .bool(o.use_substitutes);
-        req.u64(o.overrides.len() as u64);
-        for (name, value) in &o.overrides {
+            .bool(o.print_build_trace);
+        if !guix {
+            req.u64(o.build_cores);
+        }
+        req.bool(o.use_substitutes);
+        let mut pairs: Vec<(&str, String)> = Vec::new();
+        if guix {
+            pairs.push(("build-max-jobs", o.max_build_jobs.to_string()));
+            pairs.push(("build-max-silent-time", o.max_silent_time.to_string()));
+            pairs.push(("build-cores", o.build_cores.to_string()));
+        }
+        pairs.extend(o.overrides.iter().map(|(k, v)| (k.as_str(), v.clone())));
+        req.u64(pairs.len() as u64);
+        for (name, value) in &pairs {
             req.str(name).str(value);
         }
         self.call(&req, Io::none()).await
@@ -224,11 +237,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> DaemonClient<S> {
 
     /// What the daemon knows about `path`, or `None` if it is not valid.
     pub async fn query_path_info(&mut self, path: &StorePath) -> Result<Option<PathInfo>, Error> {
+        let printed = path.to_string();
+        // The Guix daemon has no validity flag: it fails on invalid paths.
+        if self.dialect == Dialect::Guix && !self.is_valid_path(&printed).await? {
+            return Ok(None);
+        }
         let mut req = Request::new(op::QUERY_PATH_INFO);
-        req.str(&path.to_string());
+        req.str(&printed);
         self.call(&req, Io::none()).await?;
         let s = &mut self.stream;
-        if !wire::read_bool(s, "path-info validity").await? {
+        if self.dialect == Dialect::Nix && !wire::read_bool(s, "path-info validity").await? {
             return Ok(None);
         }
         let deriver = wire::read_string(s, MAX_PATH, "deriver").await?;

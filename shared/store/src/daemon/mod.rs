@@ -12,6 +12,8 @@
 mod client;
 mod proto;
 mod stderr;
+#[cfg(test)]
+mod tests;
 mod transport;
 mod wire;
 
