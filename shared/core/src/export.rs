@@ -107,6 +107,10 @@ pub struct Trailer {
     pub signature: Option<Vec<u8>>,
     /// H, the SHA-256 of the hashed region.
     pub hash: [u8; 32],
+    /// SHA-256 of the NAR alone (what a store records as the NAR hash).
+    pub nar_hash: [u8; 32],
+    /// Length of the NAR.
+    pub nar_size: u64,
 }
 
 /// Reads an export stream item by item.
@@ -178,6 +182,7 @@ impl<R: Read> ItemReader<'_, R> {
         }
         let limits = self.limits;
         let r = self.nar.into_inner();
+        let (nar_hash, nar_size) = r.snapshot();
         let magic = wire::read_u64(r)?;
         if magic != EXPORT_MAGIC {
             return Err(Error::BadMagic(magic));
@@ -213,6 +218,8 @@ impl<R: Read> ItemReader<'_, R> {
             deriver,
             signature,
             hash,
+            nar_hash,
+            nar_size,
         })
     }
 }

@@ -51,6 +51,7 @@ pub struct HashingReader<R> {
     inner: R,
     hasher: Sha256,
     active: bool,
+    count: u64,
 }
 
 impl<R: Read> HashingReader<R> {
@@ -60,6 +61,7 @@ impl<R: Read> HashingReader<R> {
             inner,
             hasher: Sha256::new(),
             active: false,
+            count: 0,
         }
     }
 
@@ -67,6 +69,13 @@ impl<R: Read> HashingReader<R> {
     pub fn start(&mut self) {
         self.hasher = Sha256::new();
         self.active = true;
+        self.count = 0;
+    }
+
+    /// The hash and length of what was read since [`start`](Self::start),
+    /// without stopping.
+    pub fn snapshot(&self) -> ([u8; 32], u64) {
+        (self.hasher.clone().finalize().into(), self.count)
     }
 
     /// Stop hashing and return the hash of what was read since [`start`](Self::start).
@@ -86,6 +95,7 @@ impl<R: Read> Read for HashingReader<R> {
         let n = self.inner.read(buf)?;
         if self.active {
             self.hasher.update(&buf[..n]);
+            self.count += n as u64;
         }
         Ok(n)
     }

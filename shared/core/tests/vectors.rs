@@ -423,6 +423,12 @@ fn export_hello_reads_verifies_and_rewrites() {
         sha256_hex(&EXPORT_HELLO[8..8 + 128]),
         "ebf54a26f639afcf76bdd41c7090f76d90f5a5eeff2bce90940b84c74192807c"
     );
+    // The NAR is the first 128 bytes of the item: its hash and size.
+    assert_eq!(trailer.nar_size, 128);
+    assert_eq!(
+        hex::encode_lower(&trailer.nar_hash),
+        sha256_hex(&EXPORT_HELLO[8..8 + 128])
+    );
     let check = export::check_item(&trailer, &ecc_acl());
     assert!(check.is_valid(), "{}", check.word());
     assert_eq!(check.signer.unwrap().to_advanced(), ECC_PUB);
@@ -464,6 +470,12 @@ fn nix_export_reads_as_unsigned() {
         "/nix/store/76w21n1f03fs5kw8fnffphx7qrqffw6r-hello.drv"
     );
     assert!(trailer.signature.is_none());
+    // `nix-daemon.md` §4.1: the hello output's NAR is the 120-byte `hi\n` vector.
+    assert_eq!(trailer.nar_size, 120);
+    assert_eq!(
+        hex::encode_lower(&trailer.nar_hash),
+        "10551daed7fa467d0b58826e7eb9a0f2af7d693de319f2ef775fffcda244b9f6"
+    );
     assert_eq!(export::check_item(&trailer, &ecc_acl()).word(), "unsigned");
     assert!(reader.next_item().unwrap().is_none());
 }
