@@ -2,7 +2,13 @@
 //! where the hook registers what comes back.
 //!
 //! * [`daemon`]: the worker-protocol client for the Guix and Nix daemons.
+//! * [`db`]: a store's SQLite database (Guix or Nix schema).
+//! * [`embedded`]: the embedded store and its derivation builder.
 //! * [`info`]: what a store knows about an item.
+//! * [`local`]: direct registration in a store on this host (the hook side).
 
 pub mod daemon;
+pub mod db;
+pub mod embedded;
 pub mod info;
+pub mod local;
