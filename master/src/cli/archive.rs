@@ -5,8 +5,11 @@ use std::io::{BufReader, BufWriter, Read, Write};
 use anyhow::Context;
 use offload_core::export::Limits;
 use offload_core::nar::NarReader;
-use offload_core::store_path::StoreDir;
+use offload_core::store_path::{StoreDir, StorePath};
 use offload_files::{acl_file, dump, export_dir, import_dir, key_file, paths, restore};
+use offload_store::local::Signatures;
+use offload_store::spec::StoreSpec;
+use offload_store::store::Store;
 
 use super::{ArchiveCommand, EXIT_INVALID};
 
@@ -48,12 +51,19 @@ pub(super) fn run(cmd: ArchiveCommand) -> anyhow::Result<u8> {
         }
         ArchiveCommand::Export {
             key,
+            store,
+            recursive,
             store_dir,
             paths: items,
         } => {
             let key_path = key.unwrap_or_else(paths::default_secret_key);
             let key = key_file::load_secret(&key_path)?;
             let store_dir = StoreDir::new(&store_dir)?;
+            if let Some(spec) = store {
+                drop(stdout);
+                let out = BufWriter::with_capacity(STDIO_BUF, std::io::stdout());
+                return export_from_store(&spec, store_dir, &items, recursive, &key, out);
+            }
             let written = export_dir::export_paths(
                 &items,
                 &store_dir,
@@ -87,9 +97,27 @@ pub(super) fn run(cmd: ArchiveCommand) -> anyhow::Result<u8> {
                 return Ok(EXIT_INVALID);
             }
         }
-        ArchiveCommand::Import { acl, to, store_dir } => {
-            let acl = acl_file::load(&acl.unwrap_or_else(paths::default_acl))?;
+        ArchiveCommand::Import {
+            acl,
+            no_check_sigs,
+            store,
+            to,
+            store_dir,
+        } => {
             let store_dir = StoreDir::new(&store_dir)?;
+            let acl = if no_check_sigs {
+                None
+            } else {
+                Some(acl_file::load(&acl.unwrap_or_else(paths::default_acl))?)
+            };
+            if let Some(spec) = store {
+                drop(stdin);
+                let input = BufReader::with_capacity(STDIO_BUF, std::io::stdin());
+                return import_into_store(&spec, store_dir, acl.as_ref(), input, stdout);
+            }
+            let (Some(to), Some(acl)) = (to, acl) else {
+                anyhow::bail!("--to DIR needs signatures checked against an ACL");
+            };
             std::fs::create_dir_all(&to).with_context(|| format!("creating {}", to.display()))?;
             let mut outcomes = Vec::new();
             let result = import_dir::import_stream(
@@ -118,5 +146,82 @@ pub(super) fn run(cmd: ArchiveCommand) -> anyhow::Result<u8> {
             }
         }
     }
+    Ok(0)
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// Parse command-line store paths in `store_dir`.
+fn store_paths(
+    store_dir: &StoreDir,
+    items: &[std::path::PathBuf],
+) -> anyhow::Result<Vec<StorePath>> {
+    items
+        .iter()
+        .map(|p| {
+            let text = p
+                .to_str()
+                .with_context(|| format!("{}: not UTF-8", p.display()))?;
+            StorePath::parse_in(store_dir, text.trim_end_matches('/'))
+                .with_context(|| format!("{text}: not an item of {store_dir}"))
+        })
+        .collect()
+}
+
+fn export_from_store(
+    spec: &StoreSpec,
+    store_dir: StoreDir,
+    items: &[std::path::PathBuf],
+    recursive: bool,
+    key: &offload_core::keys::SecretKey,
+    mut out: impl Write + Send + Unpin,
+) -> anyhow::Result<u8> {
+    let wanted = store_paths(&store_dir, items)?;
+    runtime()?.block_on(async {
+        let mut store = Store::open(spec, store_dir)
+            .await
+            .with_context(|| format!("opening {spec}"))?;
+        let order = if recursive {
+            store.closure(&wanted).await?
+        } else {
+            store.sort(&wanted).await?
+        };
+        store.export(&order, key, &mut out).await?;
+        tracing::info!(items = order.len(), "exported");
+        Ok(0)
+    })
+}
+
+#[allow(clippy::print_stderr)]
+fn import_into_store(
+    spec: &StoreSpec,
+    store_dir: StoreDir,
+    acl: Option<&offload_core::acl::Acl>,
+    stdin: impl Read + Send + Unpin,
+    stdout: std::io::StdoutLock<'_>,
+) -> anyhow::Result<u8> {
+    let signatures = acl.map_or(Signatures::Ignore, Signatures::Check);
+    let mut out = BufWriter::new(stdout);
+    let result = runtime()?.block_on(async {
+        let mut store = Store::open(spec, store_dir)
+            .await
+            .with_context(|| format!("opening {spec}"))?;
+        let mut progress = |i: &offload_store::local::Imported| {
+            if let Some(signer) = &i.signer {
+                eprintln!("found valid signature for '{}' (key {signer})", i.path);
+            }
+            let _ = writeln!(out, "{}", i.path);
+        };
+        store
+            .import(stdin, signatures, &mut progress)
+            .await
+            .map_err(anyhow::Error::from)
+    });
+    out.flush()?;
+    result?;
     Ok(0)
 }

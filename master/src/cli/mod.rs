@@ -194,16 +194,23 @@ pub enum ArchiveCommand {
         /// Where to restore.
         dir: PathBuf,
     },
-    /// Write a signed export stream of store items (directory entries named
-    /// HASH-NAME) to stdout, dependencies first.
+    /// Write a signed export stream to stdout, dependencies first: items of
+    /// a store (`--store SPEC`), or directory entries named HASH-NAME.
     ///
-    /// References are found by scanning each item for the hashes of the
-    /// entries in the same directory.
+    /// For directory entries, references are found by scanning each item
+    /// for the hashes of the entries in the same directory.
     Export {
         /// The secret key to sign with [default: $GUIX_CONFIGURATION_DIRECTORY/signing-key.sec].
         #[arg(long)]
         key: Option<PathBuf>,
-        /// The logical store directory recorded in the stream.
+        /// Export these store paths from this store: guix-daemon[:SOCKET],
+        /// nix-daemon[:SOCKET], embedded:DIR or local[:STATE_DIR].
+        #[arg(long, value_name = "SPEC")]
+        store: Option<offload_store::spec::StoreSpec>,
+        /// With --store: export the closure of the paths.
+        #[arg(short = 'r', long, requires = "store")]
+        recursive: bool,
+        /// The logical store directory.
         #[arg(long, default_value = "/gnu/store")]
         store_dir: String,
         /// The items to export.
@@ -217,15 +224,27 @@ pub enum ArchiveCommand {
         #[arg(long)]
         acl: Option<PathBuf>,
     },
-    /// Import the verified items of an export stream on stdin into DIR;
-    /// prints each imported path. Nothing of an item that fails is kept.
+    /// Import the verified items of an export stream on stdin into a store
+    /// (`--store SPEC`) or a directory (`--to DIR`); prints each imported path.
+    ///
+    /// Into a store, items are registered one by one, in stream order; one
+    /// that fails stops the import and nothing of it is kept. Into a
+    /// directory, a malformed stream imports nothing.
+    #[command(group(clap::ArgGroup::new("target").required(true).args(["store", "to"])))]
     Import {
         /// The ACL file [default: $GUIX_CONFIGURATION_DIRECTORY/acl].
-        #[arg(long)]
+        #[arg(long, conflicts_with = "no_check_sigs")]
         acl: Option<PathBuf>,
+        /// Accept items whatever their signatures (stores other than guix-daemon).
+        #[arg(long, requires = "store")]
+        no_check_sigs: bool,
+        /// The store to import into: guix-daemon[:SOCKET], nix-daemon[:SOCKET],
+        /// embedded:DIR or local[:STATE_DIR] (this host's store, written directly).
+        #[arg(long, value_name = "SPEC")]
+        store: Option<offload_store::spec::StoreSpec>,
         /// The directory to import into (created if missing).
         #[arg(long)]
-        to: PathBuf,
+        to: Option<PathBuf>,
         /// The logical store directory the items (and their references) must be in.
         #[arg(long, default_value = "/gnu/store")]
         store_dir: String,

@@ -68,9 +68,11 @@ pub fn load(path: &Path) -> Result<Acl, Error> {
 /// key when `signing-key.pub` exists next to it: authorizing another key
 /// must not lock the machine out of its own archives.
 pub fn authorize(path: &Path, key: &PublicKey) -> Result<bool, Error> {
+    let mut created = false;
     let mut acl = match load(path) {
         Ok(acl) => acl,
         Err(Error::Missing(_)) => {
+            created = true;
             let mut acl = Acl::default();
             let own = path.with_file_name("signing-key.pub");
             if own.exists() {
@@ -84,7 +86,9 @@ pub fn authorize(path: &Path, key: &PublicKey) -> Result<bool, Error> {
         }
         Err(e) => return Err(e),
     };
-    if !acl.authorize(key) {
+    // A new ACL seeded with this machine's own key is written even when
+    // that is the key being authorized.
+    if !acl.authorize(key) && !created {
         return Ok(false);
     }
     if fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {

@@ -79,3 +79,17 @@ fn authorizing_into_a_missing_acl_keeps_the_machines_own_key() {
         "new key first, then the machine's own (ensure-acl)"
     );
 }
+
+#[test]
+fn authorizing_the_machines_own_key_into_a_missing_acl_writes_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let own = key_file::generate(tmp.path()).unwrap();
+    let acl_path = tmp.path().join("acl");
+    assert!(acl_file::authorize(&acl_path, &own).unwrap());
+    let acl = acl_file::load(&acl_path).unwrap();
+    assert_eq!(acl.keys().len(), 1);
+    assert!(
+        !acl_file::authorize(&acl_path, &own).unwrap(),
+        "already there"
+    );
+}

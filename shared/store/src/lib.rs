@@ -6,9 +6,16 @@
 //! * [`embedded`]: the embedded store and its derivation builder.
 //! * [`info`]: what a store knows about an item.
 //! * [`local`]: direct registration in a store on this host (the hook side).
+//! * [`spec`]: `--store SPEC`.
+//! * [`store`]: one interface over all of them.
+//! * [`sync_io`]: blocking readers and writers seen as async ones.
 
 pub mod daemon;
 pub mod db;
 pub mod embedded;
 pub mod info;
 pub mod local;
+mod resign;
+pub mod spec;
+pub mod store;
+pub mod sync_io;

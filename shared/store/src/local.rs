@@ -351,9 +351,19 @@ fn now() -> u64 {
 }
 
 /// Crash-injection points for the tests: `OFFLOAD_TEST_CRASH_AT=POINT`
-/// aborts the process there, as a power cut or `kill -9` would.
+/// aborts the process the first time it reaches POINT, `POINT@N` the Nth
+/// time, as a power cut or `kill -9` would.
 fn fault(point: &str) {
-    if std::env::var_os("OFFLOAD_TEST_CRASH_AT").is_some_and(|p| p == point) {
+    static HITS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let Some(wanted) = std::env::var_os("OFFLOAD_TEST_CRASH_AT") else {
+        return;
+    };
+    let wanted = wanted.to_string_lossy();
+    let (name, nth) = match wanted.split_once('@') {
+        Some((n, k)) => (n, k.parse().unwrap_or(1)),
+        None => (&*wanted, 1),
+    };
+    if name == point && HITS.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 == nth {
         std::process::abort();
     }
 }

@@ -310,7 +310,7 @@ impl Tx<'_> {
         let path = info.path.to_string();
         let hash = format!("sha256:{}", hex::encode_lower(&info.nar_hash));
         let deriver = info.deriver.as_ref().map(ToString::to_string);
-        let size = (info.nar_size != 0).then(|| info.nar_size as i64);
+        let size = (info.nar_size != 0).then_some(info.nar_size as i64);
         let time = info.registration_time as i64;
         let id = match self.path_id(&path)? {
             Some(id) => {

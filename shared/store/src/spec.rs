@@ -1,0 +1,105 @@
+//! `--store SPEC`: which store a command works on.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+
+/// The Guix daemon's socket unless `GUIX_DAEMON_SOCKET` says otherwise.
+pub const GUIX_DAEMON_SOCKET: &str = "/var/guix/daemon-socket/socket";
+/// The Nix daemon's socket.
+pub const NIX_DAEMON_SOCKET: &str = "/nix/var/nix/daemon-socket/socket";
+/// Guix's state directory (its database is `db/db.sqlite` below it).
+pub const GUIX_STATE_DIR: &str = "/var/guix";
+
+/// A store named on the command line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreSpec {
+    /// `guix-daemon[:SOCKET]`.
+    GuixDaemon(PathBuf),
+    /// `nix-daemon[:SOCKET]`.
+    NixDaemon(PathBuf),
+    /// `embedded:DIR`.
+    Embedded(PathBuf),
+    /// `local[:STATE_DIR]`: this host's store written directly (the hook
+    /// side); the database is `STATE_DIR/db/db.sqlite` (default
+    /// `$GUIX_DATABASE_DIRECTORY/..` or `/var/guix`; `/nix/var/nix` for Nix).
+    Local(PathBuf),
+}
+
+impl FromStr for StoreSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (kind, arg) = match s.split_once(':') {
+            Some((k, a)) => (k, Some(a)),
+            None => (s, None),
+        };
+        let path = |default: PathBuf| match arg {
+            Some("") => Err(format!("{s:?}: nothing after ':'")),
+            Some(a) => Ok(PathBuf::from(a)),
+            None => Ok(default),
+        };
+        match kind {
+            "guix-daemon" => path(
+                std::env::var_os("GUIX_DAEMON_SOCKET")
+                    .map_or_else(|| GUIX_DAEMON_SOCKET.into(), PathBuf::from),
+            )
+            .map(Self::GuixDaemon),
+            "nix-daemon" => path(NIX_DAEMON_SOCKET.into()).map(Self::NixDaemon),
+            "embedded" => match arg {
+                Some(a) if !a.is_empty() => Ok(Self::Embedded(a.into())),
+                _ => Err("embedded needs its directory: embedded:DIR".into()),
+            },
+            "local" => path(default_state_dir()).map(Self::Local),
+            _ => Err(format!(
+                "unknown store {s:?}: use guix-daemon[:SOCKET], nix-daemon[:SOCKET], embedded:DIR or local[:STATE_DIR]"
+            )),
+        }
+    }
+}
+
+fn default_state_dir() -> PathBuf {
+    std::env::var_os("GUIX_DATABASE_DIRECTORY")
+        .map(PathBuf::from)
+        .and_then(|db| db.parent().map(PathBuf::from))
+        .unwrap_or_else(|| GUIX_STATE_DIR.into())
+}
+
+impl std::fmt::Display for StoreSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::GuixDaemon(p) => write!(f, "guix-daemon:{}", p.display()),
+            Self::NixDaemon(p) => write!(f, "nix-daemon:{}", p.display()),
+            Self::Embedded(p) => write!(f, "embedded:{}", p.display()),
+            Self::Local(p) => write!(f, "local:{}", p.display()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_parse_with_defaults_and_refuse_unknown_kinds() {
+        assert_eq!(
+            "nix-daemon".parse::<StoreSpec>(),
+            Ok(StoreSpec::NixDaemon(NIX_DAEMON_SOCKET.into()))
+        );
+        assert_eq!(
+            "nix-daemon:/tmp/s".parse::<StoreSpec>(),
+            Ok(StoreSpec::NixDaemon("/tmp/s".into()))
+        );
+        assert_eq!(
+            "embedded:/srv/e".parse::<StoreSpec>(),
+            Ok(StoreSpec::Embedded("/srv/e".into()))
+        );
+        assert_eq!(
+            "local:/nix/var/nix".parse::<StoreSpec>(),
+            Ok(StoreSpec::Local("/nix/var/nix".into()))
+        );
+        assert!("embedded".parse::<StoreSpec>().is_err());
+        assert!("nix-daemon:".parse::<StoreSpec>().is_err());
+        let err = "ssh://host".parse::<StoreSpec>().unwrap_err();
+        assert!(err.contains("unknown store"), "{err}");
+    }
+}

@@ -1,0 +1,550 @@
+//! One interface over the stores an agent or the hook works with: the
+//! Guix and Nix daemons (worker protocol), the embedded store, and `local`
+//! direct access to this host's store (the hook side).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::{self, Read, Write};
+use std::sync::{Arc, Mutex};
+
+use offload_core::derivation::Derivation;
+use offload_core::export::{self, ExportReader, ItemWriter, Limits};
+use offload_core::keys::SecretKey;
+use offload_core::signature::Signature;
+use offload_core::store_path::{StoreDir, StorePath};
+use offload_files::dump;
+
+use crate::daemon::{self, BuildMode, Connection, DaemonClient, Dialect, Options};
+use crate::db::{self, Db};
+use crate::embedded::EmbeddedStore;
+use crate::info::PathInfo;
+use crate::local::{self, Imported, LocalStore, Signatures};
+use crate::resign::Resigner;
+use crate::spec::StoreSpec;
+use crate::sync_io::{BlockingReader, BlockingWriter};
+
+/// The most items in one closure.
+const MAX_CLOSURE: usize = 1 << 20;
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The daemon failed or refused.
+    #[error(transparent)]
+    Daemon(#[from] daemon::Error),
+    /// The database failed.
+    #[error(transparent)]
+    Db(#[from] db::Error),
+    /// An import failed.
+    #[error(transparent)]
+    Import(#[from] local::Error),
+    /// Reading or writing a stream or a file failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The cause.
+        source: io::Error,
+    },
+    /// A path is not valid in the store.
+    #[error("{0} is not valid in this store")]
+    NotValid(StorePath),
+    /// The store cannot do this.
+    #[error("{store} cannot {what}")]
+    Unsupported {
+        /// The store.
+        store: String,
+        /// The operation.
+        what: &'static str,
+    },
+    /// Something else is wrong (named in the message).
+    #[error("{0}")]
+    Other(String),
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> Error {
+    let what = what.into();
+    move |source| Error::Io { what, source }
+}
+
+/// An open store.
+pub enum Store {
+    /// A Guix or Nix daemon, through its worker protocol.
+    Daemon {
+        /// The connection.
+        client: Box<DaemonClient<Connection>>,
+        /// Its logical store directory.
+        store_dir: StoreDir,
+        /// What was opened, for messages.
+        spec: StoreSpec,
+    },
+    /// The embedded store.
+    Embedded(Box<EmbeddedStore>),
+    /// This host's store, written directly.
+    Local(Box<LocalStore>),
+}
+
+impl Store {
+    /// Open the store `spec`, whose items live in the logical directory
+    /// `store_dir` (daemons imply theirs; it must match).
+    pub async fn open(spec: &StoreSpec, store_dir: StoreDir) -> Result<Self, Error> {
+        match spec {
+            StoreSpec::GuixDaemon(socket) | StoreSpec::NixDaemon(socket) => {
+                let expect = match spec {
+                    StoreSpec::GuixDaemon(_) => Dialect::Guix,
+                    _ => Dialect::Nix,
+                };
+                let conn = daemon::connect_unix(socket)
+                    .await
+                    .map_err(io_err(format!("connecting to the {expect}")))?;
+                let client = DaemonClient::handshake(conn, Some(expect)).await?;
+                Ok(Self::Daemon {
+                    client: Box::new(client),
+                    store_dir,
+                    spec: spec.clone(),
+                })
+            }
+            StoreSpec::Embedded(root) => Ok(Self::Embedded(Box::new(EmbeddedStore::open(
+                root, store_dir,
+            )?))),
+            StoreSpec::Local(state) => {
+                let db = Db::open(&state.join("db/db.sqlite"))?;
+                let real = std::path::PathBuf::from(store_dir.as_str());
+                Ok(Self::Local(Box::new(LocalStore::new(store_dir, real, db))))
+            }
+        }
+    }
+
+    /// The logical store directory.
+    pub fn store_dir(&self) -> &StoreDir {
+        match self {
+            Self::Daemon { store_dir, .. } => store_dir,
+            Self::Embedded(e) => e.local().store_dir(),
+            Self::Local(l) => l.store_dir(),
+        }
+    }
+
+    fn local(&self) -> Option<&LocalStore> {
+        match self {
+            Self::Daemon { .. } => None,
+            Self::Embedded(e) => Some(e.local()),
+            Self::Local(l) => Some(l),
+        }
+    }
+
+    fn name(&self) -> String {
+        match self {
+            Self::Daemon { spec, .. } => spec.to_string(),
+            Self::Embedded(e) => format!("embedded:{}", e.root().display()),
+            Self::Local(l) => format!("local store {}", l.db().file().display()),
+        }
+    }
+
+    /// What the store knows about `path`, or `None` if it is not valid.
+    pub async fn path_info(&mut self, path: &StorePath) -> Result<Option<PathInfo>, Error> {
+        match self {
+            Self::Daemon { client, .. } => Ok(client.query_path_info(path).await?),
+            _ => Ok(self
+                .local()
+                .and_then(|l| l.db().path_info(path).transpose())
+                .transpose()?),
+        }
+    }
+
+    /// Keep `path` from the garbage collector while the store is open (a
+    /// no-op for stores without a collector running beside them).
+    pub async fn add_temp_root(&mut self, path: &StorePath) -> Result<(), Error> {
+        if let Self::Daemon { client, .. } = self {
+            client.add_temp_root(&path.to_string()).await?;
+        }
+        Ok(())
+    }
+
+    /// `paths` and everything they refer to, dependencies first.
+    pub async fn closure(&mut self, paths: &[StorePath]) -> Result<Vec<StorePath>, Error> {
+        let mut infos: HashMap<StorePath, Vec<StorePath>> = HashMap::new();
+        let mut todo: Vec<StorePath> = paths.to_vec();
+        while let Some(p) = todo.pop() {
+            if infos.contains_key(&p) {
+                continue;
+            }
+            if infos.len() >= MAX_CLOSURE {
+                return Err(Error::Other(format!(
+                    "closure of more than {MAX_CLOSURE} items"
+                )));
+            }
+            let info = self
+                .path_info(&p)
+                .await?
+                .ok_or_else(|| Error::NotValid(p.clone()))?;
+            todo.extend(info.references.iter().filter(|r| **r != p).cloned());
+            infos.insert(p, info.references);
+        }
+        let roots: BTreeSet<StorePath> = infos.keys().cloned().collect();
+        topo_sort(&roots, &infos)
+    }
+
+    /// `paths` (all valid) ordered so that an item comes after those of
+    /// them it refers to.
+    pub async fn sort(&mut self, paths: &[StorePath]) -> Result<Vec<StorePath>, Error> {
+        let mut infos = HashMap::new();
+        for p in paths {
+            let info = self
+                .path_info(p)
+                .await?
+                .ok_or_else(|| Error::NotValid(p.clone()))?;
+            infos.insert(p.clone(), info.references);
+        }
+        let roots: BTreeSet<StorePath> = paths.iter().cloned().collect();
+        topo_sort(&roots, &infos)
+    }
+
+    /// Import an export stream. `progress` hears of each item registered.
+    /// With a Guix daemon, the daemon checks signatures against its own
+    /// ACL and `signatures` must be `Check`.
+    pub async fn import(
+        &mut self,
+        r: impl Read + Send + Unpin,
+        signatures: Signatures<'_>,
+        progress: &mut dyn FnMut(&Imported),
+    ) -> Result<Vec<StorePath>, Error> {
+        let name = self.name();
+        match self {
+            Self::Daemon { client, .. } if client.dialect() == Dialect::Guix => {
+                if matches!(signatures, Signatures::Ignore) {
+                    return Err(Error::Unsupported {
+                        store: name,
+                        what: "import without checking signatures (the Guix daemon always checks them against its ACL)",
+                    });
+                }
+                let mut source = BlockingReader(r);
+                let paths = client.import_paths(&mut source).await?;
+                paths
+                    .iter()
+                    .map(|p| {
+                        StorePath::parse(p)
+                            .map_err(|e| Error::Other(format!("the daemon imported {p:?}: {e}")))
+                    })
+                    .collect()
+            }
+            Self::Daemon { client, .. } => import_nix(client, r, signatures, progress).await,
+            Self::Embedded(e) => Ok(paths_of(e.local_mut().import(
+                r,
+                signatures,
+                Limits::default(),
+                progress,
+            )?)),
+            Self::Local(l) => Ok(paths_of(l.import(
+                r,
+                signatures,
+                Limits::default(),
+                progress,
+            )?)),
+        }
+    }
+
+    /// Write `paths` (in this order) as an export stream signed with `key`.
+    pub async fn export(
+        &mut self,
+        paths: &[StorePath],
+        key: &SecretKey,
+        w: &mut (impl Write + Send + Unpin),
+    ) -> Result<(), Error> {
+        for path in paths {
+            match self {
+                Self::Daemon { client, .. } => {
+                    let mut resigner = Resigner::new(w).map_err(io_err("writing the stream"))?;
+                    client
+                        .export_path(&path.to_string(), false, &mut BlockingWriter(&mut resigner))
+                        .await?;
+                    resigner
+                        .finish(key)
+                        .map_err(io_err(format!("exporting {path}")))?;
+                }
+                _ => {
+                    let local = self
+                        .local()
+                        .ok_or_else(|| Error::Other("no local store".into()))?;
+                    let info = local
+                        .db()
+                        .path_info(path)?
+                        .ok_or_else(|| Error::NotValid(path.clone()))?;
+                    write_local_item(local, &info, key, w)?;
+                }
+            }
+        }
+        export::write_end(w).map_err(io_err("writing the stream"))?;
+        w.flush().map_err(io_err("writing the stream"))
+    }
+
+    /// Build `drvs` (valid `.drv` items) through a daemon; returns each
+    /// derivation's outputs. Build logs go to the daemon client's logger.
+    pub async fn build_with_daemon(
+        &mut self,
+        drvs: &[StorePath],
+        options: &Options,
+    ) -> Result<Vec<BTreeMap<String, StorePath>>, Error> {
+        let name = self.name();
+        let Self::Daemon {
+            client, store_dir, ..
+        } = self
+        else {
+            return Err(Error::Unsupported {
+                store: name,
+                what: "build through a daemon",
+            });
+        };
+        client.set_options(options).await?;
+        let printed: Vec<String> = drvs.iter().map(ToString::to_string).collect();
+        let refs: Vec<&str> = printed.iter().map(String::as_str).collect();
+        client.build_paths(&refs, BuildMode::Normal).await?;
+        let dir = std::path::PathBuf::from(store_dir.as_str());
+        drvs.iter()
+            .map(|d| drv_output_paths(&dir.join(d.base()), d))
+            .collect()
+    }
+
+    /// The embedded store, when this is one.
+    pub fn embedded_mut(&mut self) -> Option<&mut EmbeddedStore> {
+        match self {
+            Self::Embedded(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// Set the function that receives the daemon's log (daemon stores only).
+    pub fn set_daemon_logger(&mut self, log: impl FnMut(daemon::LogEvent) + Send + 'static) {
+        if let Self::Daemon { client, .. } = self {
+            client.set_logger(log);
+        }
+    }
+}
+
+/// The outputs of the derivation in file `file`.
+pub fn drv_output_paths(
+    file: &std::path::Path,
+    drv: &StorePath,
+) -> Result<BTreeMap<String, StorePath>, Error> {
+    let text = std::fs::read(file).map_err(io_err(format!("reading {drv}")))?;
+    let parsed = Derivation::parse(&text)
+        .map_err(|e| Error::Other(format!("{drv}: not a derivation: {e}")))?;
+    parsed
+        .outputs
+        .into_iter()
+        .map(|(name, o)| {
+            StorePath::parse(&o.path)
+                .map(|p| (name, p))
+                .map_err(|e| Error::Other(format!("{drv}: output {}: {e}", o.path)))
+        })
+        .collect()
+}
+
+fn paths_of(imported: Vec<Imported>) -> Vec<StorePath> {
+    imported.into_iter().map(|i| i.path).collect()
+}
+
+/// Write one signed item from a local store's files and database.
+fn write_local_item(
+    local: &LocalStore,
+    info: &PathInfo,
+    key: &SecretKey,
+    w: &mut impl Write,
+) -> Result<(), Error> {
+    let what = || format!("exporting {}", info.path);
+    let mut item = ItemWriter::begin(w).map_err(io_err(what()))?;
+    dump::dump_path(&local.real_path(&info.path), item.nar_sink())
+        .map_err(|e| Error::Other(format!("{}: {e}", what())))?;
+    let mut failure = None;
+    item.finish(
+        &info.path,
+        &info.references,
+        info.deriver.as_ref(),
+        |h| match Signature::create(key, h) {
+            Ok(sig) => Some(sig.to_advanced()),
+            Err(e) => {
+                failure = Some(e);
+                None
+            }
+        },
+    )
+    .map_err(io_err(what()))?;
+    match failure {
+        Some(e) => Err(Error::Other(format!("{}: signing: {e}", what()))),
+        None => Ok(()),
+    }
+}
+
+/// Nix: verify each item here, then hand its NAR to the daemon with
+/// add-to-store-nar (the Nix daemon trusts root and checks no signatures).
+async fn import_nix(
+    client: &mut DaemonClient<Connection>,
+    r: impl Read + Send + Unpin,
+    signatures: Signatures<'_>,
+    progress: &mut dyn FnMut(&Imported),
+) -> Result<Vec<StorePath>, Error> {
+    let spool = Arc::new(Mutex::new(None::<std::fs::File>));
+    // The export reader reads exactly what each item holds, so the tee
+    // above the buffer copies precisely the current item's bytes.
+    let tee = Tee {
+        inner: io::BufReader::with_capacity(1 << 16, r),
+        spool: Arc::clone(&spool),
+    };
+    let mut reader = ExportReader::new(tee, Limits::default());
+    let mut done = Vec::new();
+    loop {
+        let index = done.len() + 1;
+        let stream = |source| local::Error::Stream { index, source };
+        let Some(mut item) = reader.next_item().map_err(stream)? else {
+            break;
+        };
+        // From here the tee spools the item: its NAR, then its trailer.
+        let file = tempfile_spool()?;
+        *spool
+            .lock()
+            .map_err(|_| Error::Other("spool lock".into()))? = Some(file);
+        while item
+            .nar()
+            .next_event()
+            .map_err(|e| stream(e.into()))?
+            .is_some()
+        {}
+        let trailer = item.finish().map_err(stream)?;
+        let check = match signatures {
+            Signatures::Ignore => None,
+            Signatures::Check(acl) => Some(export::check_item(&trailer, acl)),
+        };
+        if let Some(c) = &check
+            && !c.is_valid()
+        {
+            return Err(local::Error::Refused {
+                path: trailer.path.to_string(),
+                why: c
+                    .verdict
+                    .map_or("imported file lacks a signature", |v| v.explain())
+                    .into(),
+            }
+            .into());
+        }
+        let mut file = spool
+            .lock()
+            .map_err(|_| Error::Other("spool lock".into()))?
+            .take()
+            .ok_or_else(|| Error::Other("spool missing".into()))?;
+        let nar = nar_from_spool(&mut file, trailer.nar_size)?;
+        let info = PathInfo {
+            path: trailer.path.clone(),
+            deriver: trailer.deriver.clone(),
+            nar_hash: trailer.nar_hash,
+            references: trailer.references.clone(),
+            registration_time: 0,
+            nar_size: trailer.nar_size,
+        };
+        let mut source = BlockingReader(nar);
+        client.add_to_store_nar(&info, &mut source).await?;
+        let imported = Imported {
+            path: trailer.path,
+            added: true,
+            signer: check.and_then(|c| c.signer.map(|k| k.fingerprint())),
+        };
+        progress(&imported);
+        done.push(imported.path);
+    }
+    Ok(done)
+}
+
+fn tempfile_spool() -> Result<std::fs::File, Error> {
+    tempfile_in_tmp().map_err(io_err("creating a spool file for the NAR"))
+}
+
+fn tempfile_in_tmp() -> io::Result<std::fs::File> {
+    let dir = std::env::temp_dir();
+    let mut random = [0u8; 8];
+    getrandom::fill(&mut random).map_err(|e| io::Error::other(e.to_string()))?;
+    let path = dir.join(format!(
+        ".offload-spool-{:016x}",
+        u64::from_le_bytes(random)
+    ));
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)?;
+    std::fs::remove_file(&path)?;
+    Ok(file)
+}
+
+/// The first `size` bytes of the spool: the item's NAR.
+fn nar_from_spool(file: &mut std::fs::File, size: u64) -> Result<io::Take<std::fs::File>, Error> {
+    use std::io::Seek;
+    file.seek(io::SeekFrom::Start(0))
+        .map_err(io_err("reading the spooled NAR"))?;
+    let f = file
+        .try_clone()
+        .map_err(io_err("reading the spooled NAR"))?;
+    Ok(f.take(size))
+}
+
+/// Copies what is read into the current spool file, if any.
+struct Tee<R> {
+    inner: R,
+    spool: Arc<Mutex<Option<std::fs::File>>>,
+}
+
+impl<R: Read> Read for Tee<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Ok(mut guard) = self.spool.lock()
+            && let Some(f) = guard.as_mut()
+        {
+            f.write_all(&buf[..n])?;
+        }
+        Ok(n)
+    }
+}
+
+/// Order `roots` so that every item comes after the items (among them) it
+/// refers to; ties broken by path for a stable order.
+fn topo_sort(
+    roots: &BTreeSet<StorePath>,
+    refs: &HashMap<StorePath, Vec<StorePath>>,
+) -> Result<Vec<StorePath>, Error> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        Visiting,
+        Done,
+    }
+    let mut marks: HashMap<&StorePath, Mark> = HashMap::new();
+    let mut out = Vec::with_capacity(roots.len());
+    for root in roots {
+        if marks.contains_key(root) {
+            continue;
+        }
+        // Iterative depth-first search: (node, index of next reference).
+        let mut stack: Vec<(&StorePath, usize)> = vec![(root, 0)];
+        marks.insert(root, Mark::Visiting);
+        while let Some((node, i)) = stack.pop() {
+            let deps = refs.get(node).map(Vec::as_slice).unwrap_or_default();
+            if let Some(dep) = deps.get(i) {
+                stack.push((node, i + 1));
+                if dep == node || !roots.contains(dep) {
+                    continue;
+                }
+                match marks.get(dep) {
+                    Some(Mark::Done) => {}
+                    Some(Mark::Visiting) => {
+                        return Err(Error::Other(format!(
+                            "reference cycle between {node} and {dep}"
+                        )));
+                    }
+                    None => {
+                        marks.insert(dep, Mark::Visiting);
+                        stack.push((dep, 0));
+                    }
+                }
+            } else {
+                marks.insert(node, Mark::Done);
+                out.push(node.clone());
+            }
+        }
+    }
+    Ok(out)
+}

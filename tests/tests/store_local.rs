@@ -1,0 +1,293 @@
+//! Direct registration (`archive import --store local:…`, what the hook does
+//! with outputs) into a real Nix 2.8 store while its daemon runs, and
+//! `archive export --store nix-daemon:…` re-signing the daemon's exports.
+//!
+//! Items are built by Nix, exported through its daemon with our key,
+//! deleted, and imported back by writing the store and its SQLite database
+//! directly. Nix must then agree: `nix-store --verify --check-contents` is
+//! clean and `--references`, `--deriver` and `--hash` match what Nix had
+//! registered itself. Crash injection aborts the import at every step of
+//! registering an item; each item is then either fully registered or not at
+//! all, and importing again completes.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use offload_tests::nixd::IsolatedNix;
+use offload_tests::{offload, run_ok, run_with_input};
+use tempfile::TempDir;
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("UTF-8 path")
+}
+
+/// Two built items, b referring to a, exported (closure, signed by our key)
+/// and then deleted from the store.
+struct Fixture {
+    nix: IsolatedNix,
+    keys: TempDir,
+    stream: Vec<u8>,
+    a: String,
+    b: String,
+    b_drv: String,
+    /// What Nix registered: (path, references, deriver, hash).
+    before: Vec<(String, String, String, String)>,
+}
+
+fn step_a() -> String {
+    IsolatedNix::sh_derivation("step-a", "echo a-content > $out")
+}
+
+fn fixture() -> Fixture {
+    let nix = IsolatedNix::new();
+    let a_drv = nix.instantiate(&step_a());
+    let a = nix.run("nix-store", &["--realise", &a_drv]);
+    let b_drv = nix.instantiate(&format!(
+        "let a = {}; in derivation {{ name = \"step-b\"; system = builtins.currentSystem; \
+         builder = \"/bin/sh\"; args = [\"-c\" \"/bin/mkdir $out; read x < ${{a}}; \
+         echo \\\"b got $x from ${{a}}\\\" > $out/msg; /bin/ln -s msg $out/link; echo $out > $out/self\"]; }}",
+        step_a()
+    ));
+    let b = nix.run("nix-store", &["--realise", &b_drv]);
+    let keys = TempDir::new().expect("tempdir");
+    run_ok(
+        offload("offload-master").args(["key", "generate", "--dir", s(keys.path())]),
+        b"",
+    );
+    let public = std::fs::read(keys.path().join("signing-key.pub")).expect("public key");
+    run_ok(
+        offload("offload-master").args(["key", "authorize", "--acl", s(&keys.path().join("acl"))]),
+        &public,
+    );
+    let before = [&a, &b].iter().map(|p| query(&nix, p)).collect();
+    let stream = {
+        let _daemon = nix.start_daemon();
+        run_ok(
+            offload("offload-master").args([
+                "archive",
+                "export",
+                "--store",
+                &format!("nix-daemon:{}", s(&nix.socket())),
+                "--store-dir",
+                s(&nix.store_dir()),
+                "--key",
+                s(&keys.path().join("signing-key.sec")),
+                "-r",
+                &b,
+            ]),
+            b"",
+        )
+    };
+    nix.run("nix-store", &["--delete", &b, &a]);
+    Fixture {
+        nix,
+        keys,
+        stream,
+        a,
+        b,
+        b_drv,
+        before,
+    }
+}
+
+fn query(nix: &IsolatedNix, p: &str) -> (String, String, String, String) {
+    (
+        p.to_owned(),
+        nix.run("nix-store", &["--query", "--references", p]),
+        nix.run("nix-store", &["--query", "--deriver", p]),
+        nix.run("nix-store", &["--query", "--hash", p]),
+    )
+}
+
+impl Fixture {
+    fn import(&self, crash_at: Option<&str>, extra: &[&str]) -> Output {
+        let mut cmd: Command = offload("offload-master");
+        cmd.args([
+            "archive",
+            "import",
+            "--store",
+            &format!("local:{}", s(&self.nix.state_dir())),
+            "--store-dir",
+            s(&self.nix.store_dir()),
+        ])
+        .args(extra);
+        if !extra.contains(&"--no-check-sigs") && !extra.contains(&"--acl") {
+            cmd.args(["--acl", s(&self.keys.path().join("acl"))]);
+        }
+        if let Some(point) = crash_at {
+            cmd.env("OFFLOAD_TEST_CRASH_AT", point);
+        }
+        run_with_input(&mut cmd, &self.stream)
+    }
+
+    fn valid(&self, p: &str) -> bool {
+        self.nix
+            .command("nix-store")
+            .args(["--check-validity", p])
+            .output()
+            .expect("nix-store")
+            .status
+            .success()
+    }
+
+    fn assert_as_nix_had_them(&self) {
+        for (p, refs, deriver, hash) in &self.before {
+            assert_eq!(
+                &query(&self.nix, p),
+                &(p.clone(), refs.clone(), deriver.clone(), hash.clone())
+            );
+        }
+        self.nix.assert_verify_clean();
+    }
+
+    fn leftovers(&self) -> Vec<String> {
+        std::fs::read_dir(self.nix.store_dir())
+            .expect("store dir")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".offload-import-"))
+            .collect()
+    }
+}
+
+#[test]
+fn import_registers_what_nix_had_while_the_daemon_runs() {
+    let f = fixture();
+    assert!(!f.valid(&f.a) && !f.valid(&f.b));
+    let _daemon = f.nix.start_daemon();
+    let out = f.import(None, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("{}\n{}\n", f.a, f.b)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains(&format!("found valid signature for '{}'", f.b))
+    );
+    f.assert_as_nix_had_them();
+    // The daemon sees them too, and builds on them without rebuilding.
+    assert_eq!(f.nix.run("nix-store", &["--realise", &f.b_drv]), f.b);
+    // Importing again changes nothing.
+    let again = f.import(None, &[]);
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    f.assert_as_nix_had_them();
+    // NULL, not '', for a missing deriver; the Nix schema's extra columns stay NULL.
+    let db = rusqlite::Connection::open(f.nix.db()).expect("open db");
+    let row: (Option<String>, Option<i64>, Option<String>) = db
+        .query_row(
+            "select deriver, ultimate, sigs from ValidPaths where path = ?1",
+            [&f.b],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .expect("row");
+    assert_eq!(row, (Some(f.before[1].2.clone()), None, None));
+}
+
+#[test]
+fn import_refuses_bad_items_and_keeps_nothing_of_them() {
+    let f = fixture();
+    // No ACL entry for the signer: refused, nothing registered or left behind.
+    let other = TempDir::new().expect("tempdir");
+    std::fs::write(other.path().join("acl"), b"(acl)").expect("acl");
+    let out = f.import(None, &["--acl", s(&other.path().join("acl"))]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&f.a) && err.contains("not in the ACL"),
+        "{err}"
+    );
+    assert!(!f.valid(&f.a) && !f.valid(&f.b));
+    assert!(f.leftovers().is_empty());
+    // Only b, without its reference a: refused with what to do.
+    let mut only_b = Vec::new();
+    {
+        let mut r = offload_core::export::ExportReader::new(&f.stream[..], Default::default());
+        let mut first = r.next_item().expect("item").expect("a");
+        while first.nar().next_event().expect("nar").is_some() {}
+        first.finish().expect("trailer");
+        let start = f.stream.len() - r.into_inner().len();
+        only_b.extend_from_slice(&f.stream[start..]);
+    }
+    let mut cmd = offload("offload-master");
+    cmd.args([
+        "archive",
+        "import",
+        "--store",
+        &format!("local:{}", s(&f.nix.state_dir())),
+        "--store-dir",
+        s(&f.nix.store_dir()),
+        "--acl",
+        s(&f.keys.path().join("acl")),
+    ]);
+    let out = run_with_input(&mut cmd, &only_b);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("is not valid (register the closure first)"),
+        "{err}"
+    );
+    assert!(!f.valid(&f.b) && f.leftovers().is_empty());
+    // Truncated in the middle of b: a is registered, b is not.
+    let cut = &f.stream[..f.stream.len() - 100];
+    let out = run_with_input(&mut cmd, cut);
+    assert!(!out.status.success());
+    assert!(f.valid(&f.a) && !f.valid(&f.b));
+    f.nix.assert_verify_clean();
+}
+
+#[test]
+fn a_crash_at_any_step_leaves_each_item_whole_or_absent() {
+    let points = [
+        "after-restore",
+        "before-rename",
+        "after-rename",
+        "before-commit",
+        "after-commit",
+        "after-restore@2",
+        "after-rename@2",
+        "before-commit@2",
+        "after-commit@2",
+    ];
+    let f = fixture();
+    let _daemon = f.nix.start_daemon();
+    for point in points {
+        // Start from nothing registered each time.
+        let present: Vec<&String> = [&f.b, &f.a].into_iter().filter(|p| f.valid(p)).collect();
+        if !present.is_empty() {
+            let args: Vec<&str> = ["--delete"]
+                .into_iter()
+                .chain(present.iter().map(|p| p.as_str()))
+                .collect();
+            f.nix.run("nix-store", &args);
+        }
+        let out = f.import(Some(point), &[]);
+        assert!(
+            !out.status.success(),
+            "{point}: the import should have been killed"
+        );
+        let (name, nth) = point.split_once('@').unwrap_or((point, "1"));
+        let committed = usize::from(name == "after-commit") + nth.parse::<usize>().expect("n") - 1;
+        assert_eq!(f.valid(&f.a), committed >= 1, "{point}: a");
+        assert_eq!(f.valid(&f.b), committed >= 2, "{point}: b");
+        // Whatever is registered is whole; an invalid leftover is harmless.
+        f.nix.assert_verify_clean();
+        // Importing again completes, and sweeps the dead import's temporaries.
+        let out = f.import(None, &[]);
+        assert!(
+            out.status.success(),
+            "{point}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(f.leftovers().is_empty(), "{point}: {:?}", f.leftovers());
+        f.assert_as_nix_had_them();
+    }
+}
