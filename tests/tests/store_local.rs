@@ -291,3 +291,70 @@ fn a_crash_at_any_step_leaves_each_item_whole_or_absent() {
         f.assert_as_nix_had_them();
     }
 }
+
+#[test]
+fn import_through_the_nix_daemon_checks_signatures_here_first() {
+    let f = fixture();
+    let _daemon = f.nix.start_daemon();
+    let store = format!("nix-daemon:{}", s(&f.nix.socket()));
+    let import = |extra: &[&str]| {
+        let mut cmd = offload("offload-master");
+        cmd.args([
+            "archive",
+            "import",
+            "--store",
+            &store,
+            "--store-dir",
+            s(&f.nix.store_dir()),
+        ])
+        .args(extra);
+        run_with_input(&mut cmd, &f.stream)
+    };
+    // Signed by a key outside this ACL: refused before the daemon sees it.
+    let other = TempDir::new().expect("tempdir");
+    std::fs::write(other.path().join("acl"), b"(acl)").expect("acl");
+    let out = import(&["--acl", s(&other.path().join("acl"))]);
+    assert!(!out.status.success());
+    assert!(!f.valid(&f.a));
+    // Authorized: both items go in with add-to-store-nar, and Nix agrees.
+    let out = import(&["--acl", s(&f.keys.path().join("acl"))]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("{}\n{}\n", f.a, f.b)
+    );
+    f.assert_as_nix_had_them();
+}
+
+#[test]
+fn export_from_a_local_store_equals_the_daemons_export() {
+    let f = fixture();
+    let out = f.import(None, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Signatures are deterministic (RFC 6979): the same key, items and
+    // order give the same bytes whether read from the daemon or directly.
+    let direct = run_ok(
+        offload("offload-master").args([
+            "archive",
+            "export",
+            "--store",
+            &format!("local:{}", s(&f.nix.state_dir())),
+            "--store-dir",
+            s(&f.nix.store_dir()),
+            "--key",
+            s(&f.keys.path().join("signing-key.sec")),
+            "-r",
+            &f.b,
+        ]),
+        b"",
+    );
+    offload_tests::assert_bytes_eq("export via local", &direct, &f.stream);
+}
