@@ -17,7 +17,8 @@ use crate::{require_program, run_ok};
 
 /// An isolated Nix store under a temporary directory.
 pub struct IsolatedNix {
-    root: TempDir,
+    root: std::path::PathBuf,
+    _tmp: Option<TempDir>,
 }
 
 impl Default for IsolatedNix {
@@ -33,12 +34,24 @@ impl IsolatedNix {
             .prefix("nixd-")
             .tempdir()
             .expect("create a temporary directory");
-        Self { root }
+        Self {
+            root: root.path().to_owned(),
+            _tmp: Some(root),
+        }
     }
 
-    /// The temporary directory holding everything.
+    /// A store under `root` (kept when dropped; for benchmarks that reuse
+    /// one path).
+    pub fn at(root: &Path) -> Self {
+        Self {
+            root: root.to_owned(),
+            _tmp: None,
+        }
+    }
+
+    /// The directory holding everything.
     pub fn root(&self) -> &Path {
-        self.root.path()
+        &self.root
     }
 
     /// The store directory (logical and real).
