@@ -23,7 +23,7 @@ use curve25519_dalek::traits::IsIdentity;
 use num_bigint::BigUint;
 use zeroize::{Zeroize, Zeroizing};
 
-use super::field::affine_x;
+use super::field::{affine_x, affine_x_is};
 use super::rfc6979::{NonceGen, bits2int};
 
 /// Length of an encoded public key (the compressed point).
@@ -142,7 +142,7 @@ pub fn verify(q: &[u8; PUBLIC_KEY_LEN], hash: &[u8], r: &[u8], s: &[u8]) -> Resu
     if x.is_identity() {
         return Ok(false);
     }
-    Ok(big_to_scalar(&(affine_x(&x) % &n)) == r)
+    Ok(affine_x_is(&x, &BigUint::from_bytes_le(r.as_bytes()), &n))
 }
 
 fn canonical_nonzero(be: &[u8]) -> Option<Scalar> {

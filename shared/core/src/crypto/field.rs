@@ -60,3 +60,59 @@ pub(super) fn affine_x(point: &EdwardsPoint) -> BigUint {
     }
     x
 }
+
+/// Whether the affine x coordinate of `point` is congruent to `r` modulo
+/// `n` (the group order), without computing a square root: x is one of
+/// r, r + n, …, below p (p < 8n), and exactly one x with the point's y and
+/// sign bit lies on the curve. Each candidate costs two multiplications,
+/// where [`affine_x`] needs two exponentiations.
+pub(super) fn affine_x_is(point: &EdwardsPoint, r: &BigUint, n: &BigUint) -> bool {
+    let c = consts();
+    let mut enc = point.compress().to_bytes();
+    let sign = enc[31] >> 7;
+    enc[31] &= 0x7f;
+    let y = BigUint::from_bytes_le(&enc);
+    let y2 = &y * &y % &c.p;
+    // On the curve: x²·(d·y² + 1) = y² − 1.
+    let u = (&y2 + &c.p - BigUint::one()) % &c.p;
+    let v = (&c.d * &y2 + BigUint::one()) % &c.p;
+    let mut x = r.clone();
+    while x < c.p {
+        let parity = u8::from(x.bit(0));
+        if parity == sign && &x * &x % &c.p * &v % &c.p == u {
+            return true;
+        }
+        x += n;
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use curve25519_dalek::constants::ED25519_BASEPOINT_POINT;
+    use curve25519_dalek::scalar::Scalar;
+
+    use super::*;
+
+    #[test]
+    fn matching_x_agrees_with_the_square_root() {
+        let n = BigUint::from_bytes_be(&super::super::ecdsa::ORDER_BE);
+        let mut k = Scalar::from(7u64);
+        for _ in 0..64 {
+            k = k * k + Scalar::ONE;
+            let point = ED25519_BASEPOINT_POINT * k;
+            let x = affine_x(&point);
+            let r = &x % &n;
+            assert!(affine_x_is(&point, &r, &n), "x mod n");
+            assert!(!affine_x_is(&point, &((&r + 1u32) % &n), &n), "x mod n + 1");
+            // −x has the other sign bit: the same r must not match −P.
+            let neg_r = (&c_p() - &x) % &n;
+            assert!(affine_x_is(&(-point), &neg_r, &n), "-P");
+            assert_eq!(affine_x_is(&(-point), &r, &n), neg_r == r, "-P with x's r");
+        }
+    }
+
+    fn c_p() -> BigUint {
+        consts().p.clone()
+    }
+}
