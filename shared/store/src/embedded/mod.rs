@@ -6,6 +6,13 @@
 //! the Guix-schema database (`var/db/schema` = `7`), `var/log/` build logs
 //! and `tmp/` build directories.
 
+pub mod build;
+mod canonical;
+mod drv_paths;
+mod outputs;
+mod runner;
+mod sandbox;
+
 use std::path::{Path, PathBuf};
 
 use offload_core::store_path::StoreDir;
