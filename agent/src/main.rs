@@ -13,6 +13,8 @@ use offload_agent::{advertise::Advertiser, probe};
 use offload_core::dnssd::Txt;
 use offload_files::{key_file, paths};
 
+mod build_cmd;
+
 /// offload-agent: makes this machine a build machine for offload masters on the LAN.
 #[derive(Debug, Parser)]
 #[command(version, about)]
@@ -30,6 +32,13 @@ enum Command {
     /// In this version the agent only advertises: the QUIC service that
     /// takes builds comes in a later version.
     Run(RunArgs),
+    /// Build derivations with a store backend and print one
+    /// `OUTPUT-NAME PATH` line per output of each (for operators checking
+    /// an agent's store, and for tests). Build logs go to stderr.
+    ///
+    /// Exit status: 0 if everything was built (or valid already), 100 if a
+    /// build failed, 101 if one timed out, 2 for any other error.
+    Build(build_cmd::BuildArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -80,6 +89,11 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Run(args) => run(args),
+        Command::Build(args) => match build_cmd::run(args) {
+            Ok(0) => Ok(()),
+            Ok(code) => return ExitCode::from(code),
+            Err(e) => Err(e),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

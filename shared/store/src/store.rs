@@ -13,9 +13,10 @@ use offload_core::signature::Signature;
 use offload_core::store_path::{StoreDir, StorePath};
 use offload_files::dump;
 
-use crate::daemon::{self, BuildMode, Connection, DaemonClient, Dialect, Options};
+use crate::daemon::{self, BuildMode, Connection, DaemonClient, Dialect, LogEvent, Options};
 use crate::db::{self, Db};
 use crate::embedded::EmbeddedStore;
+use crate::embedded::build::{self, BuildEvent, BuildOptions, BuildResult, BuildStatus};
 use crate::info::PathInfo;
 use crate::local::{self, Imported, LocalStore, Signatures};
 use crate::resign::Resigner;
@@ -276,31 +277,29 @@ impl Store {
         w.flush().map_err(io_err("writing the stream"))
     }
 
-    /// Build `drvs` (valid `.drv` items) through a daemon; returns each
-    /// derivation's outputs. Build logs go to the daemon client's logger.
-    pub async fn build_with_daemon(
+    /// Build `drvs` (valid `.drv` items in this store) and their missing
+    /// dependencies; `events` hears of every step as it happens (build log
+    /// lines included). One result per derivation, in order; a failed
+    /// build is a result, not an error.
+    pub async fn build(
         &mut self,
         drvs: &[StorePath],
-        options: &Options,
-    ) -> Result<Vec<BTreeMap<String, StorePath>>, Error> {
+        opts: &BuildOptions,
+        events: &mut (dyn FnMut(BuildEvent) + Send),
+    ) -> Result<Vec<BuildResult>, Error> {
         let name = self.name();
-        let Self::Daemon {
-            client, store_dir, ..
-        } = self
-        else {
-            return Err(Error::Unsupported {
+        match self {
+            Self::Embedded(e) => build::build(e, drvs, opts, events)
+                .await
+                .map_err(|err| Error::Other(err.to_string())),
+            Self::Daemon {
+                client, store_dir, ..
+            } => daemon_build(client, store_dir, drvs, opts, events).await,
+            Self::Local(_) => Err(Error::Unsupported {
                 store: name,
-                what: "build through a daemon",
-            });
-        };
-        client.set_options(options).await?;
-        let printed: Vec<String> = drvs.iter().map(ToString::to_string).collect();
-        let refs: Vec<&str> = printed.iter().map(String::as_str).collect();
-        client.build_paths(&refs, BuildMode::Normal).await?;
-        let dir = std::path::PathBuf::from(store_dir.as_str());
-        drvs.iter()
-            .map(|d| drv_output_paths(&dir.join(d.base()), d))
-            .collect()
+                what: "build (use the daemon or an embedded store)",
+            }),
+        }
     }
 
     /// The embedded store, when this is one.
@@ -547,4 +546,115 @@ fn topo_sort(
         }
     }
     Ok(out)
+}
+
+/// Build through a daemon, one derivation at a time so that each gets its
+/// own result; the daemon's log lines become `Log` events as they arrive.
+async fn daemon_build(
+    client: &mut DaemonClient<Connection>,
+    store_dir: &StoreDir,
+    drvs: &[StorePath],
+    opts: &BuildOptions,
+    events: &mut (dyn FnMut(BuildEvent) + Send),
+) -> Result<Vec<BuildResult>, Error> {
+    let mut overrides = Vec::new();
+    if let Some(t) = opts.timeout {
+        overrides.push(("build-timeout".to_owned(), t.as_secs().to_string()));
+    }
+    let options = Options {
+        keep_failed: opts.keep_failed,
+        max_build_jobs: opts.max_jobs.max(1) as u64,
+        max_silent_time: opts.max_silent_time.map_or(0, |t| t.as_secs()),
+        build_cores: u64::from(opts.cores),
+        overrides,
+        ..Options::default()
+    };
+    client.set_options(&options).await?;
+    let dir = std::path::PathBuf::from(store_dir.as_str());
+    let mut results = Vec::with_capacity(drvs.len());
+    for drv in drvs {
+        let outputs = drv_output_paths(&dir.join(drv.base()), drv)?;
+        let printed: Vec<String> = outputs.values().map(ToString::to_string).collect();
+        let wanted: Vec<&str> = printed.iter().map(String::as_str).collect();
+        if client.query_valid_paths(&wanted).await?.len() == wanted.len() {
+            results.push(BuildResult {
+                drv: drv.clone(),
+                status: BuildStatus::AlreadyValid,
+                outputs,
+                message: None,
+                kept_build_dir: None,
+            });
+            continue;
+        }
+        events(BuildEvent::Started { drv: drv.clone() });
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        client.set_logger(move |e| {
+            let _ = tx.send(e);
+        });
+        let printed_drv = drv.to_string();
+        let one = [printed_drv.as_str()];
+        // Guix sends build logs as plain messages; Nix as build-log results.
+        let guix = client.dialect() == Dialect::Guix;
+        let outcome = {
+            let build = client.build_paths(&one, BuildMode::Normal);
+            tokio::pin!(build);
+            loop {
+                tokio::select! {
+                    res = &mut build => break res,
+                    Some(e) = rx.recv() => forward(drv, e, guix, events),
+                }
+            }
+        };
+        while let Ok(e) = rx.try_recv() {
+            forward(drv, e, guix, events);
+        }
+        let (status, message) = match outcome {
+            Ok(()) => (BuildStatus::Built, None),
+            Err(daemon::Error::Daemon { message, status }) => (
+                match status {
+                    101 => BuildStatus::TimedOut,
+                    _ => BuildStatus::MiscFailure,
+                },
+                Some(message),
+            ),
+            Err(e) => return Err(e.into()),
+        };
+        events(match &message {
+            None => BuildEvent::Built {
+                drv: drv.clone(),
+                outputs: outputs.clone(),
+            },
+            Some(m) => BuildEvent::Failed {
+                drv: drv.clone(),
+                message: m.clone(),
+            },
+        });
+        results.push(BuildResult {
+            drv: drv.clone(),
+            status,
+            outputs,
+            message,
+            kept_build_dir: None,
+        });
+    }
+    Ok(results)
+}
+
+fn forward(
+    drv: &StorePath,
+    e: LogEvent,
+    messages_are_log: bool,
+    events: &mut (dyn FnMut(BuildEvent) + Send),
+) {
+    match e {
+        LogEvent::BuildLine(line) => events(BuildEvent::Log {
+            drv: drv.clone(),
+            line,
+        }),
+        LogEvent::Message(line) if messages_are_log => events(BuildEvent::Log {
+            drv: drv.clone(),
+            line,
+        }),
+        _ => {}
+    }
 }

@@ -46,7 +46,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fs;
 use std::io::{self, Read};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -631,10 +631,7 @@ impl<'a> Scheduler<'a> {
         nodes: Vec<Node>,
         opts: &'a BuildOptions,
     ) -> Result<Self, Error> {
-        // Our effective uid: the owner of /proc/self.
-        let uid = fs::metadata("/proc/self")
-            .map_err(io_at(Path::new("/proc/self")))?
-            .uid();
+        let uid = rustix::process::geteuid().as_raw();
         let namespaced = store.local().real_dir() != Path::new(store.local().store_dir().as_str());
         let programs = if namespaced && nodes.iter().any(|n| matches!(n.state, State::Waiting)) {
             Some(Programs::find().map_err(Error::Sandbox)?)

@@ -280,18 +280,17 @@ impl ScriptWriter {
     }
 }
 
-/// Kill process group `pgid` with SIGKILL (`kill -s KILL -- -PGID`: the
-/// crate's `rustix` has no process feature, and `unsafe` is denied).
+/// Kill process group `pgid` with SIGKILL.
 pub(crate) fn kill_group_blocking(pgid: u32) {
-    let kill = offload_files::paths::find_program("kill").unwrap_or_else(|| "/bin/kill".into());
-    let status = std::process::Command::new(&kill)
-        .args(["-s", "KILL", "--", &format!("-{pgid}")])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-    if let Err(e) = status {
-        tracing::warn!(pgid, "cannot run {}: {e}", kill.display());
+    let Some(pid) = i32::try_from(pgid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    else {
+        return;
+    };
+    match rustix::process::kill_process_group(pid, rustix::process::Signal::KILL) {
+        Ok(()) | Err(rustix::io::Errno::SRCH) => {}
+        Err(e) => tracing::warn!(pgid, "cannot kill process group: {e}"),
     }
 }
 

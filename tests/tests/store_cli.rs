@@ -1,0 +1,146 @@
+//! The store commands end to end, as an operator runs them:
+//! `offload-master archive import --store embedded:DIR` of a `.drv`
+//! closure exported by Nix, then `offload-agent build --store …` with the
+//! embedded store and with a real `nix-daemon`: both print the same
+//! `OUTPUT-NAME PATH` lines as Nix's own `--query --outputs`, and failures
+//! exit 100 with Nix's message.
+
+use std::process::Output;
+
+use offload_tests::nixd::IsolatedNix;
+use offload_tests::{offload, run_ok, run_with_input};
+use tempfile::TempDir;
+
+fn s(p: &std::path::Path) -> &str {
+    p.to_str().expect("UTF-8 path")
+}
+
+fn agent_build(store: &str, store_dir: &str, drv: &str) -> Output {
+    offload("offload-agent")
+        .args(["build", "--store", store, "--store-dir", store_dir, drv])
+        .output()
+        .expect("offload-agent build")
+}
+
+/// `nix-store --export` of the closure of `drv` into `embedded:DIR`.
+fn import_drv_closure(nix: &IsolatedNix, embedded: &std::path::Path, drv: &str) {
+    let closure = nix.run("nix-store", &["--query", "--requisites", drv]);
+    let paths: Vec<&str> = closure.lines().collect();
+    let stream = run_ok(nix.command("nix-store").arg("--export").args(&paths), b"");
+    let mut import = offload("offload-master");
+    import.args([
+        "archive",
+        "import",
+        "--no-check-sigs",
+        "--store",
+        &format!("embedded:{}", s(embedded)),
+        "--store-dir",
+        s(&nix.store_dir()),
+    ]);
+    let out = run_with_input(&mut import, &stream);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).lines().count(),
+        paths.len()
+    );
+}
+
+#[test]
+fn agent_build_prints_the_outputs_nix_would_build() {
+    let nix = IsolatedNix::new();
+    let drv = nix.instantiate(
+        "derivation { name = \"two\"; system = builtins.currentSystem; builder = \"/bin/sh\"; \
+         outputs = [\"out\" \"doc\"]; \
+         args = [\"-c\" \"echo building-two; echo o > $out; echo d > $doc\"]; }",
+    );
+    let expected: String = {
+        let outs = nix.run("nix-store", &["--query", "--outputs", &drv]);
+        let mut lines: Vec<String> = outs
+            .lines()
+            .map(|p| {
+                let name = if p.ends_with("-two-doc") {
+                    "doc"
+                } else {
+                    "out"
+                };
+                format!("{name} {p}\n")
+            })
+            .collect();
+        lines.sort();
+        lines.concat()
+    };
+    let store_dir = nix.store_dir();
+
+    // The embedded store (its files under DIR/store, named in Nix's store dir).
+    let embedded = TempDir::new().expect("tempdir");
+    import_drv_closure(&nix, embedded.path(), &drv);
+    let spec = format!("embedded:{}", s(embedded.path()));
+    let out = agent_build(&spec, s(&store_dir), &drv);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), expected);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("building '{drv}'...")) && err.contains("building-two"),
+        "{err}"
+    );
+    // A second run finds the outputs valid and builds nothing.
+    let again = agent_build(&spec, s(&store_dir), &drv);
+    assert!(again.status.success());
+    assert_eq!(String::from_utf8_lossy(&again.stdout), expected);
+    assert!(!String::from_utf8_lossy(&again.stderr).contains("building"));
+
+    // The real daemon, through the worker protocol.
+    let _daemon = nix.start_daemon();
+    let spec = format!("nix-daemon:{}", s(&nix.socket()));
+    let out = agent_build(&spec, s(&store_dir), &drv);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), expected);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("building-two"));
+}
+
+#[test]
+fn agent_build_failures_exit_100_with_nix_s_message() {
+    let nix = IsolatedNix::new();
+    let drv = nix.instantiate(&IsolatedNix::sh_derivation(
+        "fails",
+        "echo before-failing; exit 7",
+    ));
+    let embedded = TempDir::new().expect("tempdir");
+    import_drv_closure(&nix, embedded.path(), &drv);
+    let store_dir = nix.store_dir();
+    let _daemon = nix.start_daemon();
+    for spec in [
+        format!("embedded:{}", s(embedded.path())),
+        format!("nix-daemon:{}", s(&nix.socket())),
+    ] {
+        let out = agent_build(&spec, s(&store_dir), &drv);
+        assert_eq!(out.status.code(), Some(100), "{spec}");
+        assert!(out.stdout.is_empty());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("before-failing")
+                && err.contains(&format!("builder for '{drv}' failed with exit code 7")),
+            "{spec}: {err}"
+        );
+    }
+    // Not a derivation of this store: a clear error, exit 2.
+    let out = agent_build(
+        &format!("embedded:{}", s(embedded.path())),
+        "/gnu/store",
+        &drv,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a derivation in /gnu/store"));
+}
