@@ -17,6 +17,8 @@ fuzz_target!(|data: &[u8]| {
         let reply = data.to_vec();
         let daemon = tokio::spawn(async move {
             let _ = peer.write_all(&reply).await;
+            // Then the daemon hangs up: the client sees the end of input.
+            let _ = peer.shutdown().await;
             // Drain what the client sends until it gives up.
             let mut sink = Vec::new();
             let _ = peer.read_to_end(&mut sink).await;
