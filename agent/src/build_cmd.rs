@@ -17,7 +17,8 @@ const EXIT_TIMED_OUT: u8 = 101;
 /// Arguments of `offload-agent build`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct BuildArgs {
-    /// The store to build in: embedded:DIR, nix-daemon[:SOCKET] or guix-daemon[:SOCKET].
+    /// The store to build in: embedded:DIR, nix-daemon, guix-daemon (or
+    /// nix-daemon:SOCKET, guix-daemon:SOCKET).
     #[arg(long, value_name = "SPEC")]
     store: StoreSpec,
     /// The logical store directory (for embedded stores; daemons imply theirs).

@@ -203,8 +203,9 @@ pub enum ArchiveCommand {
         /// The secret key to sign with [default: $GUIX_CONFIGURATION_DIRECTORY/signing-key.sec].
         #[arg(long)]
         key: Option<PathBuf>,
-        /// Export these store paths from this store: guix-daemon[:SOCKET],
-        /// nix-daemon[:SOCKET], embedded:DIR or local[:STATE_DIR].
+        /// Export these store paths from this store: guix-daemon, nix-daemon
+        /// (or guix-daemon:SOCKET, nix-daemon:SOCKET), embedded:DIR, local or
+        /// local:STATE_DIR.
         #[arg(long, value_name = "SPEC")]
         store: Option<offload_store::spec::StoreSpec>,
         /// With --store: export the closure of the paths.
@@ -238,8 +239,9 @@ pub enum ArchiveCommand {
         /// Accept items whatever their signatures (stores other than guix-daemon).
         #[arg(long, requires = "store")]
         no_check_sigs: bool,
-        /// The store to import into: guix-daemon[:SOCKET], nix-daemon[:SOCKET],
-        /// embedded:DIR or local[:STATE_DIR] (this host's store, written directly).
+        /// The store to import into: guix-daemon, nix-daemon (or
+        /// guix-daemon:SOCKET, nix-daemon:SOCKET), embedded:DIR, local or
+        /// local:STATE_DIR (this host's store, written directly).
         #[arg(long, value_name = "SPEC")]
         store: Option<offload_store::spec::StoreSpec>,
         /// The directory to import into (created if missing).
