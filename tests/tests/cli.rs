@@ -297,7 +297,12 @@ fn help_explains_the_commands() {
         assert!(text.contains(word), "{text}");
     }
     let out = master(&["archive", "import", "--help"], b"");
-    assert!(String::from_utf8_lossy(&out.stdout).contains("Nothing of an item that fails is kept"));
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("nothing of it is kept"), "{help}");
+    assert!(help.contains("local:STATE_DIR"), "{help}");
+    let out = offload_tests::offload("offload-agent").args(["build", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("OUTPUT-NAME PATH") && help.contains("100 if a build failed"), "{help}");
 }
 
 #[test]
