@@ -142,6 +142,8 @@ impl IsolatedNix {
 
     /// Start `nix-daemon` on this store; it stops when the guard is dropped.
     pub fn start_daemon(&self) -> DaemonGuard {
+        // A socket left by an earlier daemon would look ready too soon.
+        let _ = std::fs::remove_file(self.socket());
         let log = std::fs::File::create(self.root().join("nix-daemon.log")).expect("daemon log");
         let child = self
             .command("nix-daemon")
@@ -153,10 +155,10 @@ impl IsolatedNix {
         let guard = DaemonGuard { child };
         let socket = self.socket();
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !socket.exists() {
+        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
             assert!(
                 Instant::now() < deadline,
-                "nix-daemon did not create {} within 10 s",
+                "nix-daemon did not listen on {} within 10 s",
                 socket.display()
             );
             std::thread::sleep(Duration::from_millis(20));

@@ -300,9 +300,15 @@ fn help_explains_the_commands() {
     let help = String::from_utf8_lossy(&out.stdout);
     assert!(help.contains("nothing of it is kept"), "{help}");
     assert!(help.contains("local:STATE_DIR"), "{help}");
-    let out = offload_tests::offload("offload-agent").args(["build", "--help"]).output().unwrap();
+    let out = offload_tests::offload("offload-agent")
+        .args(["build", "--help"])
+        .output()
+        .unwrap();
     let help = String::from_utf8_lossy(&out.stdout);
-    assert!(help.contains("OUTPUT-NAME PATH") && help.contains("100 if a build failed"), "{help}");
+    assert!(
+        help.contains("OUTPUT-NAME PATH") && help.contains("100 if a build failed"),
+        "{help}"
+    );
 }
 
 #[test]

@@ -358,3 +358,171 @@ fn export_from_a_local_store_equals_the_daemons_export() {
     );
     offload_tests::assert_bytes_eq("export via local", &direct, &f.stream);
 }
+
+#[test]
+fn export_refuses_an_item_modified_since_it_was_registered() {
+    let f = fixture();
+    let out = f.import(None, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Tamper with b's file behind the store's back.
+    let msg = std::path::Path::new(&f.b).join("msg");
+    let dir = std::path::Path::new(&f.b);
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::fs::set_permissions(&msg, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    std::fs::write(&msg, b"tampered\n").expect("tamper");
+    let out = offload("offload-master")
+        .args([
+            "archive",
+            "export",
+            "--store",
+            &format!("local:{}", s(&f.nix.state_dir())),
+            "--store-dir",
+            s(&f.nix.store_dir()),
+            "--key",
+            s(&f.keys.path().join("signing-key.sec")),
+            &f.b,
+        ])
+        .output()
+        .expect("export");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("was modified since it was registered"),
+        "{err}"
+    );
+    // What was written is not a stream anyone can import.
+    let verify = run_with_input(
+        offload("offload-master").args([
+            "archive",
+            "verify",
+            "--acl",
+            s(&f.keys.path().join("acl")),
+        ]),
+        &out.stdout,
+    );
+    assert!(!verify.status.success());
+}
+
+#[test]
+fn derivations_get_the_derivation_outputs_rows_nix_writes() {
+    let f = fixture();
+    let rows = |nix: &IsolatedNix, drv: &str| -> Vec<(String, String)> {
+        let db = rusqlite::Connection::open(nix.db()).expect("db");
+        let mut stmt = db
+            .prepare(
+                "select d.id, d.path from DerivationOutputs d join ValidPaths v on d.drv = v.id \
+                 where v.path = ?1 order by d.id",
+            )
+            .expect("query");
+        stmt.query_map([drv], |r| Ok((r.get(0)?, r.get(1)?)))
+            .expect("rows")
+            .collect::<Result<_, _>>()
+            .expect("rows")
+    };
+    let before = rows(&f.nix, &f.b_drv);
+    assert_eq!(before, [("out".to_owned(), f.b.clone())]);
+    let a_drv = f.before[0].2.clone();
+    let stream = {
+        let _daemon = f.nix.start_daemon();
+        run_ok(
+            offload("offload-master").args([
+                "archive",
+                "export",
+                "--store",
+                &format!("nix-daemon:{}", s(&f.nix.socket())),
+                "--store-dir",
+                s(&f.nix.store_dir()),
+                "--key",
+                s(&f.keys.path().join("signing-key.sec")),
+                "-r",
+                &f.b_drv,
+            ]),
+            b"",
+        )
+    };
+    f.nix.run("nix-store", &["--delete", &f.b_drv, &a_drv]);
+    assert!(rows(&f.nix, &f.b_drv).is_empty());
+    let mut cmd = offload("offload-master");
+    cmd.args([
+        "archive",
+        "import",
+        "--store",
+        &format!("local:{}", s(&f.nix.state_dir())),
+        "--store-dir",
+        s(&f.nix.store_dir()),
+        "--acl",
+        s(&f.keys.path().join("acl")),
+    ]);
+    let out = run_with_input(&mut cmd, &stream);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(rows(&f.nix, &f.b_drv), before);
+    f.nix.assert_verify_clean();
+}
+
+#[test]
+fn import_waits_while_the_garbage_collector_holds_its_lock() {
+    use std::io::BufRead;
+    use std::process::Stdio;
+    let f = fixture();
+    // Hold gc.lock exclusively, as nix-store --gc does for a whole collection.
+    let lock = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(f.nix.state_dir().join("gc.lock"))
+        .expect("gc.lock");
+    lock.lock().expect("flock LOCK_EX");
+    let mut child = offload("offload-master")
+        .args([
+            "archive",
+            "import",
+            "--store",
+            &format!("local:{}", s(&f.nix.state_dir())),
+            "--store-dir",
+            s(&f.nix.store_dir()),
+            "--acl",
+            s(&f.keys.path().join("acl")),
+        ])
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("import");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let stream = f.stream.clone();
+    let writer = std::thread::spawn(move || {
+        use std::io::Write;
+        let _ = stdin.write_all(&stream);
+    });
+    let mut stderr = std::io::BufReader::new(child.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert_ne!(
+            stderr.read_line(&mut line).expect("stderr"),
+            0,
+            "import ended without waiting"
+        );
+        if line.contains("waiting for the garbage collector") {
+            break;
+        }
+    }
+    // Nothing is written while the collector runs.
+    assert!(!f.valid(&f.a) && f.leftovers().is_empty());
+    lock.unlock().expect("unlock");
+    let status = child.wait().expect("wait");
+    writer.join().expect("writer");
+    assert!(status.success());
+    f.assert_as_nix_had_them();
+}

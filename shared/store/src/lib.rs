@@ -13,6 +13,7 @@
 pub mod daemon;
 pub mod db;
 pub mod embedded;
+mod gc_lock;
 pub mod info;
 pub mod local;
 mod resign;

@@ -17,19 +17,19 @@
 //! replaces). Items are registered one by one, in stream order, which is
 //! topological; importing the same stream again changes nothing.
 
-use std::cell::Cell;
 use std::fs;
 use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use offload_core::acl::Acl;
-use offload_core::derivation::Derivation;
+use offload_core::derivation::{Derivation, MAX_DRV_LEN};
 use offload_core::export::{self, ExportReader, Limits, Trailer};
 use offload_core::store_path::{StoreDir, StorePath};
 use offload_files::{atomic, restore};
 
 use crate::db::{self, Db, Registration};
+use crate::gc_lock::GcLock;
 use crate::info::PathInfo;
 
 /// Prefix of the temporary names in the store directory.
@@ -96,6 +96,8 @@ pub struct LocalStore {
     store_dir: StoreDir,
     real_dir: PathBuf,
     db: Db,
+    /// Where the daemon's `gc.lock` is, when a collector may run beside us.
+    state_dir: Option<PathBuf>,
 }
 
 impl LocalStore {
@@ -106,9 +108,17 @@ impl LocalStore {
             store_dir,
             real_dir,
             db,
+            state_dir: None,
         };
         store.sweep_temporaries();
         store
+    }
+
+    /// Hold the garbage-collector lock of the daemon whose state directory
+    /// is `state_dir` while importing.
+    pub fn with_gc_lock(mut self, state_dir: PathBuf) -> Self {
+        self.state_dir = Some(state_dir);
+        self
     }
 
     /// The logical store directory.
@@ -145,6 +155,17 @@ impl LocalStore {
         limits: Limits,
         progress: &mut dyn FnMut(&Imported),
     ) -> Result<Vec<Imported>, Error> {
+        let _gc = match &self.state_dir {
+            Some(dir) => {
+                Some(
+                    GcLock::shared(dir, self.db.flavour()).map_err(|source| Error::Io {
+                        path: dir.join("gc.lock"),
+                        source,
+                    })?,
+                )
+            }
+            None => None,
+        };
         let mut reader = ExportReader::new(BufReader::with_capacity(1 << 20, r), limits);
         let mut done = Vec::new();
         loop {
@@ -225,7 +246,7 @@ impl LocalStore {
     fn place(&mut self, t: &Trailer, temp: &Path) -> Result<bool, Error> {
         let dest = self.real_path(&t.path);
         let drv_outputs = if t.path.name().ends_with(".drv") {
-            drv_outputs(temp, &t.path)?
+            drv_outputs(temp, &t.path, &self.store_dir)?
         } else {
             Vec::new()
         };
@@ -241,8 +262,9 @@ impl LocalStore {
             drv_outputs,
         };
         let printed = t.path.to_string();
-        let moved = Cell::new(false);
-        let result = self.db.write(|tx| {
+        // Everything below runs once, holding the database's write lock, so
+        // no other registrar can touch this path in between.
+        let added = self.db.write(|tx| {
             if tx.path_id(&printed)?.is_some() {
                 return Ok(false);
             }
@@ -254,39 +276,31 @@ impl LocalStore {
                     });
                 }
             }
-            if !moved.get() {
-                if fs::symlink_metadata(&dest).is_ok() {
-                    // An invalid leftover (a crashed import, a failed build).
-                    atomic::remove_tree(&dest).map_err(|source| db::Error::Io {
-                        path: dest.clone(),
-                        source,
-                    })?;
-                }
-                fault("before-rename");
-                fs::rename(temp, &dest).map_err(|source| db::Error::Io {
-                    path: dest.clone(),
-                    source,
-                })?;
-                moved.set(true);
-                fault("after-rename");
+            let io = |source| db::Error::Io {
+                path: dest.clone(),
+                source,
+            };
+            if fs::symlink_metadata(&dest).is_ok() {
+                // An invalid leftover (a crashed import, a failed build).
+                atomic::remove_tree(&dest).map_err(io)?;
             }
-            tx.register(&reg)?;
+            fault("before-rename");
+            fs::rename(temp, &dest).map_err(io)?;
+            fault("after-rename");
+            if let Err(e) = tx.register(&reg) {
+                // Not registered: leave nothing that looks like the item.
+                let _ = atomic::remove_tree(&dest);
+                return Err(e);
+            }
             fault("before-commit");
             Ok(true)
-        });
-        match result {
-            Ok(added) => {
-                fault("after-commit");
-                Ok(added)
-            }
-            Err(e) => {
-                if moved.get() {
-                    // Not registered: do not leave a copy that looks valid.
-                    let _ = atomic::remove_tree(&dest);
-                }
-                Err(e.into())
-            }
+        })?;
+        // A failed commit leaves an invalid copy at `dest`: harmless, and
+        // replaced by the next import of the item.
+        if added {
+            fault("after-commit");
         }
+        Ok(added)
     }
 
     fn temp_name(&self) -> Result<PathBuf, Error> {
@@ -320,22 +334,38 @@ impl LocalStore {
     }
 }
 
-/// The outputs of a restored `.drv`, for `DerivationOutputs`.
-fn drv_outputs(file: &Path, path: &StorePath) -> Result<Vec<(String, String)>, Error> {
-    let text = fs::read(file).map_err(|source| Error::Io {
+/// The outputs of a restored `.drv`, for `DerivationOutputs`: it must be
+/// a regular file of at most [`MAX_DRV_LEN`] bytes naming output paths in
+/// `store_dir`.
+fn drv_outputs(
+    file: &Path,
+    path: &StorePath,
+    store_dir: &StoreDir,
+) -> Result<Vec<(String, String)>, Error> {
+    let refused = |why: String| Error::Refused {
+        path: path.to_string(),
+        why,
+    };
+    let io = |source| Error::Io {
         path: file.to_owned(),
         source,
-    })?;
-    let drv = Derivation::parse(&text).map_err(|e| Error::Refused {
-        path: path.to_string(),
-        why: format!("not a derivation: {e}"),
-    })?;
-    Ok(drv
-        .outputs
+    };
+    if !fs::symlink_metadata(file).map_err(io)?.is_file() {
+        return Err(refused("a derivation must be a regular file".into()));
+    }
+    let mut text = Vec::new();
+    fs::File::open(file)
+        .and_then(|f| f.take(MAX_DRV_LEN as u64 + 1).read_to_end(&mut text))
+        .map_err(io)?;
+    let drv = Derivation::parse(&text).map_err(|e| refused(format!("not a derivation: {e}")))?;
+    drv.outputs
         .into_iter()
         .filter(|(_, o)| !o.path.is_empty())
-        .map(|(name, o)| (name, o.path))
-        .collect())
+        .map(|(name, o)| match StorePath::parse_in(store_dir, &o.path) {
+            Ok(_) => Ok((name, o.path)),
+            Err(e) => Err(refused(format!("output {name}: {e}"))),
+        })
+        .collect()
 }
 
 fn now() -> u64 {

@@ -20,9 +20,16 @@ pub enum StoreSpec {
     /// `embedded:DIR`.
     Embedded(PathBuf),
     /// `local[:STATE_DIR]`: this host's store written directly (the hook
-    /// side); the database is `STATE_DIR/db/db.sqlite` (default
-    /// `$GUIX_DATABASE_DIRECTORY/..` or `/var/guix`; `/nix/var/nix` for Nix).
-    Local(PathBuf),
+    /// side). The database is `DB_DIR/db.sqlite` and the collector's lock
+    /// `STATE_DIR/gc.lock`. Without STATE_DIR: Guix's, `$GUIX_STATE_DIRECTORY`
+    /// or `/var/guix`, with `$GUIX_DATABASE_DIRECTORY` or `STATE_DIR/db`;
+    /// give `/nix/var/nix` for Nix.
+    Local {
+        /// The daemon's state directory.
+        state_dir: PathBuf,
+        /// The directory of its database.
+        db_dir: PathBuf,
+    },
 }
 
 impl FromStr for StoreSpec {
@@ -49,19 +56,24 @@ impl FromStr for StoreSpec {
                 Some(a) if !a.is_empty() => Ok(Self::Embedded(a.into())),
                 _ => Err("embedded needs its directory: embedded:DIR".into()),
             },
-            "local" => path(default_state_dir()).map(Self::Local),
+            "local" => match arg {
+                None => {
+                    let state_dir = std::env::var_os("GUIX_STATE_DIRECTORY")
+                        .map_or_else(|| GUIX_STATE_DIR.into(), PathBuf::from);
+                    let db_dir = std::env::var_os("GUIX_DATABASE_DIRECTORY")
+                        .map_or_else(|| state_dir.join("db"), PathBuf::from);
+                    Ok(Self::Local { state_dir, db_dir })
+                }
+                Some(_) => path(PathBuf::new()).map(|state_dir| Self::Local {
+                    db_dir: state_dir.join("db"),
+                    state_dir,
+                }),
+            },
             _ => Err(format!(
                 "unknown store {s:?}: use guix-daemon[:SOCKET], nix-daemon[:SOCKET], embedded:DIR or local[:STATE_DIR]"
             )),
         }
     }
-}
-
-fn default_state_dir() -> PathBuf {
-    std::env::var_os("GUIX_DATABASE_DIRECTORY")
-        .map(PathBuf::from)
-        .and_then(|db| db.parent().map(PathBuf::from))
-        .unwrap_or_else(|| GUIX_STATE_DIR.into())
 }
 
 impl std::fmt::Display for StoreSpec {
@@ -70,7 +82,7 @@ impl std::fmt::Display for StoreSpec {
             Self::GuixDaemon(p) => write!(f, "guix-daemon:{}", p.display()),
             Self::NixDaemon(p) => write!(f, "nix-daemon:{}", p.display()),
             Self::Embedded(p) => write!(f, "embedded:{}", p.display()),
-            Self::Local(p) => write!(f, "local:{}", p.display()),
+            Self::Local { state_dir, .. } => write!(f, "local:{}", state_dir.display()),
         }
     }
 }
@@ -95,7 +107,10 @@ mod tests {
         );
         assert_eq!(
             "local:/nix/var/nix".parse::<StoreSpec>(),
-            Ok(StoreSpec::Local("/nix/var/nix".into()))
+            Ok(StoreSpec::Local {
+                state_dir: "/nix/var/nix".into(),
+                db_dir: "/nix/var/nix/db".into()
+            })
         );
         assert!("embedded".parse::<StoreSpec>().is_err());
         assert!("nix-daemon:".parse::<StoreSpec>().is_err());

@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex};
 
 use offload_core::derivation::Derivation;
 use offload_core::export::{self, ExportReader, ItemWriter, Limits};
+use offload_core::hashing::HashingWriter;
 use offload_core::keys::SecretKey;
+use offload_core::nixbase32;
 use offload_core::signature::Signature;
 use offload_core::store_path::{StoreDir, StorePath};
 use offload_files::dump;
@@ -107,10 +109,11 @@ impl Store {
             StoreSpec::Embedded(root) => Ok(Self::Embedded(Box::new(EmbeddedStore::open(
                 root, store_dir,
             )?))),
-            StoreSpec::Local(state) => {
-                let db = Db::open(&state.join("db/db.sqlite"))?;
+            StoreSpec::Local { state_dir, db_dir } => {
+                let db = Db::open(&db_dir.join("db.sqlite"))?;
                 let real = std::path::PathBuf::from(store_dir.as_str());
-                Ok(Self::Local(Box::new(LocalStore::new(store_dir, real, db))))
+                let local = LocalStore::new(store_dir, real, db).with_gc_lock(state_dir.clone());
+                Ok(Self::Local(Box::new(local)))
             }
         }
     }
@@ -219,13 +222,21 @@ impl Store {
                 }
                 let mut source = BlockingReader(r);
                 let paths = client.import_paths(&mut source).await?;
-                paths
+                let paths = paths
                     .iter()
                     .map(|p| {
                         StorePath::parse(p)
                             .map_err(|e| Error::Other(format!("the daemon imported {p:?}: {e}")))
                     })
-                    .collect()
+                    .collect::<Result<Vec<_>, _>>()?;
+                for path in &paths {
+                    progress(&Imported {
+                        path: path.clone(),
+                        added: true,
+                        signer: None,
+                    });
+                }
+                Ok(paths)
             }
             Self::Daemon { client, .. } => import_nix(client, r, signatures, progress).await,
             Self::Embedded(e) => Ok(paths_of(e.local_mut().import(
@@ -341,7 +352,10 @@ fn paths_of(imported: Vec<Imported>) -> Vec<StorePath> {
     imported.into_iter().map(|i| i.path).collect()
 }
 
-/// Write one signed item from a local store's files and database.
+/// Write one signed item from a local store's files and database. The
+/// NAR dumped from disk must still have the registered hash and size (as
+/// the daemons check before exporting); otherwise nothing is signed and the
+/// stream is left unfinished.
 fn write_local_item(
     local: &LocalStore,
     info: &PathInfo,
@@ -350,8 +364,21 @@ fn write_local_item(
 ) -> Result<(), Error> {
     let what = || format!("exporting {}", info.path);
     let mut item = ItemWriter::begin(w).map_err(io_err(what()))?;
-    dump::dump_path(&local.real_path(&info.path), item.nar_sink())
-        .map_err(|e| Error::Other(format!("{}: {e}", what())))?;
+    let mut nar = dump::dump_path(
+        &local.real_path(&info.path),
+        HashingWriter::new(item.nar_sink()),
+    )
+    .map_err(|e| Error::Other(format!("{}: {e}", what())))?;
+    let (hash, size) = nar.take_hash();
+    if hash != info.nar_hash || (info.nar_size != 0 && size != info.nar_size) {
+        return Err(Error::Other(format!(
+            "{} was modified since it was registered (its NAR hash is now sha256:{}, registered sha256:{}); \
+             refusing to sign it: repair or delete it",
+            info.path,
+            nixbase32::encode(&hash),
+            nixbase32::encode(&info.nar_hash)
+        )));
+    }
     let mut failure = None;
     item.finish(
         &info.path,
@@ -455,6 +482,7 @@ fn tempfile_spool() -> Result<std::fs::File, Error> {
 }
 
 fn tempfile_in_tmp() -> io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
     let dir = std::env::temp_dir();
     let mut random = [0u8; 8];
     getrandom::fill(&mut random).map_err(|e| io::Error::other(e.to_string()))?;
@@ -466,6 +494,7 @@ fn tempfile_in_tmp() -> io::Result<std::fs::File> {
         .read(true)
         .write(true)
         .create_new(true)
+        .mode(0o600)
         .open(&path)?;
     std::fs::remove_file(&path)?;
     Ok(file)

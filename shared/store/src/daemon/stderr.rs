@@ -216,8 +216,10 @@ async fn read_error<S: AsyncRead + Unpin>(
         for _ in 0..traces {
             skip_position(s).await?;
             let hint = wire::read_bytes(s, MAX_MESSAGE, "error trace").await?;
-            message.push_str("\n… ");
-            message.push_str(&plain(&hint));
+            if message.len() < MAX_MESSAGE {
+                message.push_str("\n… ");
+                message.push_str(&plain(&hint));
+            }
         }
         Ok(Error::Daemon { message, status: 1 })
     } else {

@@ -44,6 +44,12 @@ pub enum Error {
         /// The cause.
         source: rusqlite::Error,
     },
+    /// There is no database at this path.
+    #[error(
+        "no store database at {}: name the store's state directory, e.g. --store local:/var/guix (Guix) or --store local:/nix/var/nix (Nix)",
+        .0.display()
+    )]
+    Missing(PathBuf),
     /// The file is not a store database.
     #[error("{0}: not a Guix or Nix store database (no ValidPaths table)")]
     NotAStore(PathBuf),
@@ -96,6 +102,9 @@ pub struct Db {
 impl Db {
     /// Open an existing database (a daemon's).
     pub fn open(file: &Path) -> Result<Self, Error> {
+        if !file.is_file() {
+            return Err(Error::Missing(file.to_owned()));
+        }
         let conn = Connection::open_with_flags(
             file,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -113,6 +122,8 @@ impl Db {
             source,
         })?;
         let conn = Connection::open(&file).map_err(sql(&file))?;
+        conn.busy_timeout(Duration::from_secs(60))
+            .map_err(sql(&file))?;
         conn.execute_batch(GUIX_SCHEMA).map_err(sql(&file))?;
         let schema = db_dir.join("schema");
         if !schema.exists() {
@@ -254,37 +265,35 @@ impl Db {
         }))
     }
 
-    /// Run `f` in an immediate (write-locked) transaction, retrying while
-    /// the database is busy. `f` may run more than once.
-    pub fn write<T>(&mut self, mut f: impl FnMut(&Tx<'_>) -> Result<T, Error>) -> Result<T, Error> {
+    /// Run `f` once in an immediate transaction: the database's write lock
+    /// is taken first (waiting, with a random back-off, while another
+    /// writer has it), so that nothing inside can find it busy and `f` —
+    /// which may change files — never runs twice. Rolled back if `f` fails.
+    pub fn write<T>(&mut self, f: impl FnOnce(&Tx<'_>) -> Result<T, Error>) -> Result<T, Error> {
         let started = Instant::now();
         let mut attempt = 0u32;
-        loop {
-            let result = (|| {
-                let tx = self
-                    .conn
-                    .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-                    .map_err(sql(&self.file))?;
-                let out = f(&Tx {
-                    tx: &tx,
-                    db: &self.file,
-                })?;
-                tx.commit().map_err(sql(&self.file))?;
-                Ok(out)
-            })();
-            match result {
-                Err(Error::Sqlite { source, .. })
-                    if is_busy(&source) && started.elapsed() < BUSY_LIMIT =>
-                {
+        let tx = loop {
+            match self
+                .conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            {
+                Ok(tx) => break tx,
+                Err(e) if is_busy(&e) && started.elapsed() < BUSY_LIMIT => {
                     attempt += 1;
                     if attempt % 50 == 1 {
-                        tracing::warn!("{} is busy; retrying", self.file.display());
+                        tracing::warn!("{} is busy; waiting for it", self.file.display());
                     }
                     std::thread::sleep(Duration::from_millis(random_below(100)));
                 }
-                other => return other,
+                Err(e) => return Err(sql(&self.file)(e)),
             }
-        }
+        };
+        let out = f(&Tx {
+            tx: &tx,
+            db: &self.file,
+        })?;
+        tx.commit().map_err(sql(&self.file))?;
+        Ok(out)
     }
 }
 

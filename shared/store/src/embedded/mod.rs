@@ -5,6 +5,10 @@
 //! logical store directory, `/gnu/store` by default), `var/db/db.sqlite`
 //! the Guix-schema database (`var/db/schema` = `7`), `var/log/` build logs
 //! and `tmp/` build directories.
+//!
+//! One process at a time uses a store: `open` takes an exclusive `flock` on
+//! `var/lock` (waiting, and saying so, while another process holds it), so
+//! that two processes never build or import the same outputs at once.
 
 pub mod build;
 mod canonical;
@@ -24,6 +28,7 @@ use crate::local::LocalStore;
 pub struct EmbeddedStore {
     root: PathBuf,
     local: LocalStore,
+    _lock: std::fs::File,
 }
 
 impl EmbeddedStore {
@@ -34,10 +39,12 @@ impl EmbeddedStore {
             let dir = root.join(sub);
             std::fs::create_dir_all(&dir).map_err(|source| db::Error::Io { path: dir, source })?;
         }
+        let lock = lock(&root.join("var/lock"))?;
         let db = Db::open_or_create(&root.join("var/db"))?;
         Ok(Self {
             root: root.to_owned(),
             local: LocalStore::new(store_dir, root.join("store"), db),
+            _lock: lock,
         })
     }
 
@@ -55,4 +62,28 @@ impl EmbeddedStore {
     pub fn local_mut(&mut self) -> &mut LocalStore {
         &mut self.local
     }
+}
+
+/// Take the store's lock, waiting while another process has it.
+fn lock(path: &Path) -> Result<std::fs::File, db::Error> {
+    use rustix::fs::FlockOperation;
+    let io = |source| db::Error::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(io)?;
+    if rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive).is_err() {
+        tracing::info!(
+            "waiting for another process using the embedded store ({})",
+            path.display()
+        );
+        rustix::fs::flock(&file, FlockOperation::LockExclusive).map_err(|e| io(e.into()))?;
+    }
+    Ok(file)
 }
