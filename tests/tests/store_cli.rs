@@ -144,3 +144,45 @@ fn agent_build_failures_exit_100_with_nix_s_message() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a derivation in /gnu/store"));
 }
+
+#[test]
+fn agent_build_timeouts_exit_101_through_the_daemon_and_embedded() {
+    let nix = IsolatedNix::new();
+    let drv = nix.instantiate(&IsolatedNix::sh_derivation(
+        "silent",
+        "echo going-quiet; exec /bin/sleep 30",
+    ));
+    let embedded = TempDir::new().expect("tempdir");
+    import_drv_closure(&nix, embedded.path(), &drv);
+    let store_dir = nix.store_dir();
+    let _daemon = nix.start_daemon();
+    for spec in [
+        format!("embedded:{}", s(embedded.path())),
+        format!("nix-daemon:{}", s(&nix.socket())),
+    ] {
+        let out = offload("offload-agent")
+            .args([
+                "build",
+                "--store",
+                &spec,
+                "--store-dir",
+                s(&store_dir),
+                "--max-silent-time",
+                "1",
+                &drv,
+            ])
+            .output()
+            .expect("offload-agent build");
+        assert_eq!(
+            out.status.code(),
+            Some(101),
+            "{spec}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("going-quiet") && err.contains("timed out after 1 seconds of silence"),
+            "{spec}: {err}"
+        );
+    }
+}

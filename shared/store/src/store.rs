@@ -18,7 +18,7 @@ use offload_files::dump;
 use crate::daemon::{self, BuildMode, Connection, DaemonClient, Dialect, LogEvent, Options};
 use crate::db::{self, Db};
 use crate::embedded::EmbeddedStore;
-use crate::embedded::build::{self, BuildEvent, BuildOptions, BuildResult, BuildStatus};
+use crate::embedded::build::{self, BuildEvent, BuildOptions, BuildResult, BuildStatus, Exit};
 use crate::info::PathInfo;
 use crate::local::{self, Imported, LocalStore, Signatures};
 use crate::resign::Resigner;
@@ -624,8 +624,21 @@ async fn daemon_build(
         let one = [printed_drv.as_str()];
         // Guix sends build logs as plain messages; Nix as build-log results.
         let guix = client.dialect() == Dialect::Guix;
+        let with_results = !guix && client.daemon_version() & 0xff >= 34;
         let outcome = {
-            let build = client.build_paths(&one, BuildMode::Normal);
+            let build = async {
+                if with_results {
+                    let mut r = client
+                        .build_paths_with_results(&one, BuildMode::Normal)
+                        .await?;
+                    Ok(r.pop().map(|r| nix_status(r.status, r.error)))
+                } else {
+                    client
+                        .build_paths(&one, BuildMode::Normal)
+                        .await
+                        .map(|()| None)
+                }
+            };
             tokio::pin!(build);
             loop {
                 tokio::select! {
@@ -638,9 +651,12 @@ async fn daemon_build(
             forward(drv, e, guix, events);
         }
         let (status, message) = match outcome {
-            Ok(()) => (BuildStatus::Built, None),
+            Ok(None) => (BuildStatus::Built, None),
+            Ok(Some(result)) => result,
+            // Guix's statuses (`Worker::exitStatus`): 100 failed, 101 timed out.
             Err(daemon::Error::Daemon { message, status }) => (
                 match status {
+                    100 => BuildStatus::Failed(Exit::Unknown),
                     101 => BuildStatus::TimedOut,
                     _ => BuildStatus::MiscFailure,
                 },
@@ -667,6 +683,22 @@ async fn daemon_build(
         });
     }
     Ok(results)
+}
+
+/// Nix's `BuildResult::Status` as ours, with the message for failures.
+fn nix_status(status: u64, error: String) -> (BuildStatus, Option<String>) {
+    let status = match status {
+        0 | 1 => BuildStatus::Built,
+        2 | 13 => BuildStatus::AlreadyValid,
+        3 | 7 => BuildStatus::Failed(Exit::Unknown),
+        5 => BuildStatus::OutputRejected,
+        8 => BuildStatus::TimedOut,
+        10 => BuildStatus::DependencyFailed,
+        11 => BuildStatus::LogLimitExceeded,
+        _ => BuildStatus::MiscFailure,
+    };
+    let message = (!status.is_success()).then_some(error);
+    (status, message)
 }
 
 fn forward(

@@ -19,6 +19,16 @@ pub enum BuildMode {
     Check = 2,
 }
 
+/// One derivation's result from [`DaemonClient::build_paths_with_results`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DaemonBuildResult {
+    /// Nix's `BuildResult::Status`: 0 built, 1 substituted, 2 already
+    /// valid, 3 permanent failure, 8 timed out, 11 log limit exceeded, …
+    pub status: u64,
+    /// The error message, empty on success.
+    pub error: String,
+}
+
 /// The options sent with `set-options` (what `guix offload` sends by default).
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -317,6 +327,54 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> DaemonClient<S> {
         self.call(&req, Io::none()).await?;
         wire::read_u64(&mut self.stream).await?;
         Ok(())
+    }
+
+    /// Build like [`build_paths`](Self::build_paths), but with one result
+    /// per derivation instead of an error for the first failure (Nix ≥ 1.34
+    /// only, `wopBuildPathsWithResults`).
+    pub async fn build_paths_with_results(
+        &mut self,
+        drvs: &[&str],
+        mode: BuildMode,
+    ) -> Result<Vec<DaemonBuildResult>, Error> {
+        if self.dialect != Dialect::Nix || self.minor < 34 {
+            return Err(Error::Unsupported(self.dialect, "build-paths-with-results"));
+        }
+        let mut req = Request::new(op::BUILD_PATHS_WITH_RESULTS);
+        let wanted: Vec<String> = drvs.iter().map(|d| format!("{d}!*")).collect();
+        req.strings(&wanted).u64(mode as u64);
+        self.call(&req, Io::none()).await?;
+        let s = &mut self.stream;
+        let count = wire::read_u64(s).await?;
+        if count != drvs.len() as u64 {
+            return Err(Error::Protocol(format!(
+                "{count} build results for {} derivations",
+                drvs.len()
+            )));
+        }
+        let mut results = Vec::with_capacity(drvs.len());
+        for _ in 0..count {
+            let _path = wire::read_string(s, MAX_PATH + 1024, "built path").await?;
+            let status = wire::read_u64(s).await?;
+            let error = wire::read_bytes(s, wire::MAX_MESSAGE, "build error").await?;
+            let _times_built = wire::read_u64(s).await?;
+            let _non_deterministic = wire::read_u64(s).await?;
+            let _start = wire::read_u64(s).await?;
+            let _stop = wire::read_u64(s).await?;
+            let outputs = wire::read_u64(s).await?;
+            if outputs > 1024 {
+                return Err(Error::Protocol(format!("{outputs} built outputs")));
+            }
+            for _ in 0..outputs {
+                let _id = wire::read_string(s, MAX_PATH, "output id").await?;
+                let _realisation = wire::read_string(s, wire::MAX_MESSAGE, "realisation").await?;
+            }
+            results.push(DaemonBuildResult {
+                status,
+                error: stderr::plain(&error),
+            });
+        }
+        Ok(results)
     }
 
     /// Import an export stream (`formats-and-signatures.md` §3) read from

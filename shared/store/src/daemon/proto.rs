@@ -35,6 +35,7 @@ pub(crate) mod op {
     pub(crate) const IMPORT_PATHS: u64 = 27;
     pub(crate) const QUERY_VALID_PATHS: u64 = 31;
     pub(crate) const ADD_TO_STORE_NAR: u64 = 39;
+    pub(crate) const BUILD_PATHS_WITH_RESULTS: u64 = 46;
 }
 
 /// Codes of the daemon's stderr messages.

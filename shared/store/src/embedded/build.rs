@@ -135,6 +135,8 @@ pub enum Exit {
     Code(i32),
     /// It was killed by this signal.
     Signal(i32),
+    /// It failed; the daemon that ran it did not say how.
+    Unknown,
 }
 
 /// The outcome for one derivation (Nix's `BuildResult::Status`).
