@@ -526,3 +526,44 @@ fn import_waits_while_the_garbage_collector_holds_its_lock() {
     assert!(status.success());
     f.assert_as_nix_had_them();
 }
+
+#[test]
+fn a_database_of_another_store_directory_is_refused_with_the_fix() {
+    let f = fixture();
+    // The default store directory is /gnu/store; this Nix store's is not.
+    let out = run_with_input(
+        offload("offload-master").args([
+            "archive",
+            "import",
+            "--store",
+            &format!("local:{}", s(&f.nix.state_dir())),
+            "--acl",
+            s(&f.keys.path().join("acl")),
+        ]),
+        &f.stream,
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("pass --store-dir {}", s(&f.nix.store_dir()))),
+        "{err}"
+    );
+    // A state directory without a database says what to give instead.
+    let empty = TempDir::new().expect("tempdir");
+    let out = run_with_input(
+        offload("offload-master").args([
+            "archive",
+            "import",
+            "--store",
+            &format!("local:{}", s(empty.path())),
+            "--no-check-sigs",
+        ]),
+        &f.stream,
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no store database at") && err.contains("--store local:/nix/var/nix"),
+        "{err}"
+    );
+}

@@ -106,11 +106,14 @@ impl Store {
                     spec: spec.clone(),
                 })
             }
-            StoreSpec::Embedded(root) => Ok(Self::Embedded(Box::new(EmbeddedStore::open(
-                root, store_dir,
-            )?))),
+            StoreSpec::Embedded(root) => {
+                let store = EmbeddedStore::open(root, store_dir)?;
+                same_store_dir(store.local().db(), store.local().store_dir())?;
+                Ok(Self::Embedded(Box::new(store)))
+            }
             StoreSpec::Local { state_dir, db_dir } => {
                 let db = Db::open(&db_dir.join("db.sqlite"))?;
+                same_store_dir(&db, &store_dir)?;
                 let real = std::path::PathBuf::from(store_dir.as_str());
                 let local = LocalStore::new(store_dir, real, db).with_gc_lock(state_dir.clone());
                 Ok(Self::Local(Box::new(local)))
@@ -329,6 +332,28 @@ impl Store {
     }
 }
 
+/// A database whose items live in another store directory than the one
+/// given is refused before anything is written: the usual mistake is a
+/// Nix store used with the default `/gnu/store`.
+fn same_store_dir(db: &Db, store_dir: &StoreDir) -> Result<(), Error> {
+    let Some(item) = db.any_path()? else {
+        return Ok(());
+    };
+    match StorePath::parse(&item) {
+        Ok(p) if p.dir() == store_dir => Ok(()),
+        Ok(p) => Err(Error::Other(format!(
+            "{} holds items of {}, not {store_dir}: pass --store-dir {}",
+            db.file().display(),
+            p.dir(),
+            p.dir()
+        ))),
+        Err(e) => Err(Error::Other(format!(
+            "{}: {item}: {e}",
+            db.file().display()
+        ))),
+    }
+}
+
 /// The outputs of the derivation in file `file`.
 pub fn drv_output_paths(
     file: &std::path::Path,
@@ -465,7 +490,20 @@ async fn import_nix(
             nar_size: trailer.nar_size,
         };
         let mut source = BlockingReader(nar);
-        client.add_to_store_nar(&info, &mut source).await?;
+        client
+            .add_to_store_nar(&info, &mut source)
+            .await
+            .map_err(|e| match e {
+                daemon::Error::Daemon { message, status } if message.contains("lacks a valid signature") => {
+                    daemon::Error::Daemon {
+                        message: format!(
+                            "{message} (the Nix daemon trusts only its trusted-users with unsigned items: run as root or add this user to trusted-users)"
+                        ),
+                        status,
+                    }
+                }
+                e => e,
+            })?;
         let imported = Imported {
             path: trailer.path,
             added: true,

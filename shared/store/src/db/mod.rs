@@ -189,6 +189,15 @@ impl Db {
         &self.file
     }
 
+    /// Some registered item, if any: to check that the database belongs
+    /// to the store directory it is used with.
+    pub fn any_path(&self) -> Result<Option<String>, Error> {
+        self.conn
+            .query_row("select path from ValidPaths limit 1", [], |r| r.get(0))
+            .optional()
+            .map_err(sql(&self.file))
+    }
+
     /// Is `path` registered?
     pub fn is_valid(&self, path: &StorePath) -> Result<bool, Error> {
         self.path_id(&self.conn, &path.to_string())

@@ -1,0 +1,190 @@
+//! One build task: running the builder, checking its outputs, and saying
+//! how it ended as Nix does.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use offload_files::atomic;
+use tokio::sync::mpsc;
+
+use super::{BuildStatus, Exit};
+use crate::embedded::outputs;
+use crate::embedded::runner::{self, Ended};
+use crate::embedded::sandbox::Spec;
+use crate::info::PathInfo;
+
+/// What a finished build task reports.
+pub(super) struct Finished {
+    pub(super) status: BuildStatus,
+    pub(super) message: Option<String>,
+    pub(super) infos: Vec<PathInfo>,
+    pub(super) kept_build_dir: Option<PathBuf>,
+}
+
+/// A log line of a running build.
+pub(super) type Line = (usize, Vec<u8>);
+
+/// One build, ready to run on its own.
+pub(super) struct Job {
+    pub(super) goal: String,
+    pub(super) spec: Spec,
+    pub(super) limits: runner::Limits,
+    pub(super) log: fs::File,
+    pub(super) check: outputs::Check,
+    pub(super) keep_failed: bool,
+}
+
+impl Job {
+    pub(super) async fn run(self, index: usize, lines: mpsc::UnboundedSender<Line>) -> Finished {
+        let Self {
+            goal,
+            spec,
+            limits,
+            log,
+            check,
+            keep_failed,
+        } = self;
+        let mut send = |line: Vec<u8>| {
+            let _ = lines.send((index, line));
+        };
+        let ended = runner::run(&spec, limits, log, &mut send).await;
+        let drv = check.drv.clone();
+        let seconds = |d: Option<Duration>| d.map_or(0, |d| d.as_secs());
+        let (status, message, infos) = match ended {
+            Ended::Exited(status) if status.success() => {
+                let checked = tokio::task::spawn_blocking(move || {
+                    let result = outputs::check(&check);
+                    if result.is_err() {
+                        remove_real_outputs(&check);
+                    }
+                    result
+                })
+                .await;
+                match checked {
+                    Ok(Ok(infos)) => (BuildStatus::Built, None, infos),
+                    Ok(Err(why)) => (BuildStatus::OutputRejected, Some(why), Vec::new()),
+                    Err(e) => (
+                        BuildStatus::MiscFailure,
+                        Some(format!("checking the outputs of '{drv}': {e}")),
+                        Vec::new(),
+                    ),
+                }
+            }
+            ended => {
+                let (status, message) = match ended {
+                    Ended::Exited(status) => {
+                        let (exit, text) = describe_exit(status);
+                        (
+                            BuildStatus::Failed(exit),
+                            format!("builder for '{drv}' {text}"),
+                        )
+                    }
+                    Ended::Silent => (
+                        BuildStatus::TimedOut,
+                        format!(
+                            "{goal} timed out after {} seconds of silence",
+                            seconds(limits.max_silent_time)
+                        ),
+                    ),
+                    Ended::TooLong => (
+                        BuildStatus::TimedOut,
+                        format!("{goal} timed out after {} seconds", seconds(limits.timeout)),
+                    ),
+                    Ended::LogTooLong => (
+                        BuildStatus::LogLimitExceeded,
+                        format!(
+                            "{goal} killed after writing more than {} bytes of log output",
+                            limits.max_log_size.unwrap_or(0)
+                        ),
+                    ),
+                    Ended::NotStarted(why) => (BuildStatus::MiscFailure, why),
+                };
+                let _ = tokio::task::spawn_blocking(move || remove_real_outputs(&check)).await;
+                (status, Some(message), Vec::new())
+            }
+        };
+        let kept_build_dir = if status != BuildStatus::Built && keep_failed {
+            let _ = fs::set_permissions(&spec.build_dir, fs::Permissions::from_mode(0o755));
+            Some(spec.build_dir.clone())
+        } else {
+            let dir = spec.build_dir.clone();
+            let _ = tokio::task::spawn_blocking(move || atomic::remove_tree(&dir)).await;
+            None
+        };
+        Finished {
+            status,
+            message,
+            infos,
+            kept_build_dir,
+        }
+    }
+}
+
+/// Nix's `statusToString`; the exit as an [`Exit`].
+fn describe_exit(status: std::process::ExitStatus) -> (Exit, String) {
+    use std::os::unix::process::ExitStatusExt;
+    if let Some(code) = status.code() {
+        return (Exit::Code(code), format!("failed with exit code {code}"));
+    }
+    match status.signal() {
+        Some(sig) => (
+            Exit::Signal(sig),
+            format!("failed due to signal {sig} ({})", signal_name(sig)),
+        ),
+        None => (Exit::Code(-1), "died abnormally".to_owned()),
+    }
+}
+
+/// `strsignal` for the usual signals.
+fn signal_name(sig: i32) -> &'static str {
+    match sig {
+        1 => "Hangup",
+        2 => "Interrupt",
+        3 => "Quit",
+        4 => "Illegal instruction",
+        5 => "Trace/breakpoint trap",
+        6 => "Aborted",
+        7 => "Bus error",
+        8 => "Floating point exception",
+        9 => "Killed",
+        10 => "User defined signal 1",
+        11 => "Segmentation fault",
+        12 => "User defined signal 2",
+        13 => "Broken pipe",
+        14 => "Alarm clock",
+        15 => "Terminated",
+        _ => "Unknown signal",
+    }
+}
+
+/// Delete the outputs a failed build left (none of them is valid: the
+/// planner refuses partly valid derivations).
+fn remove_real_outputs(check: &outputs::Check) {
+    for o in &check.outputs {
+        if let Err(e) = atomic::remove_tree(&o.real) {
+            tracing::warn!("cannot remove {}: {e}", o.real.display());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_descriptions() {
+        use std::os::unix::process::ExitStatusExt;
+        let (exit, text) = describe_exit(std::process::ExitStatus::from_raw(3 << 8));
+        assert_eq!(
+            (exit, text.as_str()),
+            (Exit::Code(3), "failed with exit code 3")
+        );
+        let (exit, text) = describe_exit(std::process::ExitStatus::from_raw(9));
+        assert_eq!(
+            (exit, text.as_str()),
+            (Exit::Signal(9), "failed due to signal 9 (Killed)")
+        );
+    }
+}
