@@ -4,10 +4,9 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{self, Read, Write};
-use std::sync::{Arc, Mutex};
 
 use offload_core::derivation::Derivation;
-use offload_core::export::{self, ExportReader, ItemWriter, Limits};
+use offload_core::export::{self, ItemWriter, Limits};
 use offload_core::hashing::HashingWriter;
 use offload_core::keys::SecretKey;
 use offload_core::nixbase32;
@@ -15,15 +14,23 @@ use offload_core::signature::Signature;
 use offload_core::store_path::{StoreDir, StorePath};
 use offload_files::dump;
 
-use crate::daemon::{self, BuildMode, Connection, DaemonClient, Dialect, LogEvent, Options};
+use crate::daemon::{self, Connection, DaemonClient, Dialect};
 use crate::db::{self, Db};
 use crate::embedded::EmbeddedStore;
-use crate::embedded::build::{self, BuildEvent, BuildOptions, BuildResult, BuildStatus, Exit};
+use crate::embedded::build::{self, BuildEvent, BuildOptions, BuildResult};
 use crate::info::PathInfo;
 use crate::local::{self, Imported, LocalStore, Signatures};
 use crate::resign::Resigner;
 use crate::spec::StoreSpec;
 use crate::sync_io::{BlockingReader, BlockingWriter};
+
+mod daemon_build;
+mod nix_import;
+mod order;
+
+use daemon_build::daemon_build;
+use nix_import::import_nix;
+use order::topo_sort;
 
 /// The most items in one closure.
 const MAX_CLOSURE: usize = 1 << 20;
@@ -421,339 +428,5 @@ fn write_local_item(
     match failure {
         Some(e) => Err(Error::Other(format!("{}: signing: {e}", what()))),
         None => Ok(()),
-    }
-}
-
-/// Nix: verify each item here, then hand its NAR to the daemon with
-/// add-to-store-nar (the Nix daemon trusts root and checks no signatures).
-async fn import_nix(
-    client: &mut DaemonClient<Connection>,
-    r: impl Read + Send + Unpin,
-    signatures: Signatures<'_>,
-    progress: &mut dyn FnMut(&Imported),
-) -> Result<Vec<StorePath>, Error> {
-    let spool = Arc::new(Mutex::new(None::<std::fs::File>));
-    // The export reader reads exactly what each item holds, so the tee
-    // above the buffer copies precisely the current item's bytes.
-    let tee = Tee {
-        inner: io::BufReader::with_capacity(1 << 16, r),
-        spool: Arc::clone(&spool),
-    };
-    let mut reader = ExportReader::new(tee, Limits::default());
-    let mut done = Vec::new();
-    loop {
-        let index = done.len() + 1;
-        let stream = |source| local::Error::Stream { index, source };
-        let Some(mut item) = reader.next_item().map_err(stream)? else {
-            break;
-        };
-        // From here the tee spools the item: its NAR, then its trailer.
-        let file = tempfile_spool()?;
-        *spool
-            .lock()
-            .map_err(|_| Error::Other("spool lock".into()))? = Some(file);
-        while item
-            .nar()
-            .next_event()
-            .map_err(|e| stream(e.into()))?
-            .is_some()
-        {}
-        let trailer = item.finish().map_err(stream)?;
-        let check = match signatures {
-            Signatures::Ignore => None,
-            Signatures::Check(acl) => Some(export::check_item(&trailer, acl)),
-        };
-        if let Some(c) = &check
-            && !c.is_valid()
-        {
-            return Err(local::Error::Refused {
-                path: trailer.path.to_string(),
-                why: c
-                    .verdict
-                    .map_or("imported file lacks a signature", |v| v.explain())
-                    .into(),
-            }
-            .into());
-        }
-        let mut file = spool
-            .lock()
-            .map_err(|_| Error::Other("spool lock".into()))?
-            .take()
-            .ok_or_else(|| Error::Other("spool missing".into()))?;
-        let nar = nar_from_spool(&mut file, trailer.nar_size)?;
-        let info = PathInfo {
-            path: trailer.path.clone(),
-            deriver: trailer.deriver.clone(),
-            nar_hash: trailer.nar_hash,
-            references: trailer.references.clone(),
-            registration_time: 0,
-            nar_size: trailer.nar_size,
-        };
-        let mut source = BlockingReader(nar);
-        client
-            .add_to_store_nar(&info, &mut source)
-            .await
-            .map_err(|e| match e {
-                daemon::Error::Daemon { message, status } if message.contains("lacks a valid signature") => {
-                    daemon::Error::Daemon {
-                        message: format!(
-                            "{message} (the Nix daemon trusts only its trusted-users with unsigned items: run as root or add this user to trusted-users)"
-                        ),
-                        status,
-                    }
-                }
-                e => e,
-            })?;
-        let imported = Imported {
-            path: trailer.path,
-            added: true,
-            signer: check.and_then(|c| c.signer.map(|k| k.fingerprint())),
-        };
-        progress(&imported);
-        done.push(imported.path);
-    }
-    Ok(done)
-}
-
-fn tempfile_spool() -> Result<std::fs::File, Error> {
-    tempfile_in_tmp().map_err(io_err("creating a spool file for the NAR"))
-}
-
-fn tempfile_in_tmp() -> io::Result<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let dir = std::env::temp_dir();
-    let mut random = [0u8; 8];
-    getrandom::fill(&mut random).map_err(|e| io::Error::other(e.to_string()))?;
-    let path = dir.join(format!(
-        ".offload-spool-{:016x}",
-        u64::from_le_bytes(random)
-    ));
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path)?;
-    std::fs::remove_file(&path)?;
-    Ok(file)
-}
-
-/// The first `size` bytes of the spool: the item's NAR.
-fn nar_from_spool(file: &mut std::fs::File, size: u64) -> Result<io::Take<std::fs::File>, Error> {
-    use std::io::Seek;
-    file.seek(io::SeekFrom::Start(0))
-        .map_err(io_err("reading the spooled NAR"))?;
-    let f = file
-        .try_clone()
-        .map_err(io_err("reading the spooled NAR"))?;
-    Ok(f.take(size))
-}
-
-/// Copies what is read into the current spool file, if any.
-struct Tee<R> {
-    inner: R,
-    spool: Arc<Mutex<Option<std::fs::File>>>,
-}
-
-impl<R: Read> Read for Tee<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        if let Ok(mut guard) = self.spool.lock()
-            && let Some(f) = guard.as_mut()
-        {
-            f.write_all(&buf[..n])?;
-        }
-        Ok(n)
-    }
-}
-
-/// Order `roots` so that every item comes after the items (among them) it
-/// refers to; ties broken by path for a stable order.
-fn topo_sort(
-    roots: &BTreeSet<StorePath>,
-    refs: &HashMap<StorePath, Vec<StorePath>>,
-) -> Result<Vec<StorePath>, Error> {
-    #[derive(Clone, Copy, PartialEq)]
-    enum Mark {
-        Visiting,
-        Done,
-    }
-    let mut marks: HashMap<&StorePath, Mark> = HashMap::new();
-    let mut out = Vec::with_capacity(roots.len());
-    for root in roots {
-        if marks.contains_key(root) {
-            continue;
-        }
-        // Iterative depth-first search: (node, index of next reference).
-        let mut stack: Vec<(&StorePath, usize)> = vec![(root, 0)];
-        marks.insert(root, Mark::Visiting);
-        while let Some((node, i)) = stack.pop() {
-            let deps = refs.get(node).map(Vec::as_slice).unwrap_or_default();
-            if let Some(dep) = deps.get(i) {
-                stack.push((node, i + 1));
-                if dep == node || !roots.contains(dep) {
-                    continue;
-                }
-                match marks.get(dep) {
-                    Some(Mark::Done) => {}
-                    Some(Mark::Visiting) => {
-                        return Err(Error::Other(format!(
-                            "reference cycle between {node} and {dep}"
-                        )));
-                    }
-                    None => {
-                        marks.insert(dep, Mark::Visiting);
-                        stack.push((dep, 0));
-                    }
-                }
-            } else {
-                marks.insert(node, Mark::Done);
-                out.push(node.clone());
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// Build through a daemon, one derivation at a time so that each gets its
-/// own result; the daemon's log lines become `Log` events as they arrive.
-async fn daemon_build(
-    client: &mut DaemonClient<Connection>,
-    store_dir: &StoreDir,
-    drvs: &[StorePath],
-    opts: &BuildOptions,
-    events: &mut (dyn FnMut(BuildEvent) + Send),
-) -> Result<Vec<BuildResult>, Error> {
-    let mut overrides = Vec::new();
-    if let Some(t) = opts.timeout {
-        overrides.push(("build-timeout".to_owned(), t.as_secs().to_string()));
-    }
-    let options = Options {
-        keep_failed: opts.keep_failed,
-        max_build_jobs: opts.max_jobs.max(1) as u64,
-        max_silent_time: opts.max_silent_time.map_or(0, |t| t.as_secs()),
-        build_cores: u64::from(opts.cores),
-        overrides,
-        ..Options::default()
-    };
-    client.set_options(&options).await?;
-    let dir = std::path::PathBuf::from(store_dir.as_str());
-    let mut results = Vec::with_capacity(drvs.len());
-    for drv in drvs {
-        let outputs = drv_output_paths(&dir.join(drv.base()), drv)?;
-        let printed: Vec<String> = outputs.values().map(ToString::to_string).collect();
-        let wanted: Vec<&str> = printed.iter().map(String::as_str).collect();
-        if client.query_valid_paths(&wanted).await?.len() == wanted.len() {
-            results.push(BuildResult {
-                drv: drv.clone(),
-                status: BuildStatus::AlreadyValid,
-                outputs,
-                message: None,
-                kept_build_dir: None,
-            });
-            continue;
-        }
-        events(BuildEvent::Started { drv: drv.clone() });
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        client.set_logger(move |e| {
-            let _ = tx.send(e);
-        });
-        let printed_drv = drv.to_string();
-        let one = [printed_drv.as_str()];
-        // Guix sends build logs as plain messages; Nix as build-log results.
-        let guix = client.dialect() == Dialect::Guix;
-        let with_results = !guix && client.daemon_version() & 0xff >= 34;
-        let outcome = {
-            let build = async {
-                if with_results {
-                    let mut r = client
-                        .build_paths_with_results(&one, BuildMode::Normal)
-                        .await?;
-                    Ok(r.pop().map(|r| nix_status(r.status, r.error)))
-                } else {
-                    client
-                        .build_paths(&one, BuildMode::Normal)
-                        .await
-                        .map(|()| None)
-                }
-            };
-            tokio::pin!(build);
-            loop {
-                tokio::select! {
-                    res = &mut build => break res,
-                    Some(e) = rx.recv() => forward(drv, e, guix, events),
-                }
-            }
-        };
-        while let Ok(e) = rx.try_recv() {
-            forward(drv, e, guix, events);
-        }
-        let (status, message) = match outcome {
-            Ok(None) => (BuildStatus::Built, None),
-            Ok(Some(result)) => result,
-            // Guix's statuses (`Worker::exitStatus`): 100 failed, 101 timed out.
-            Err(daemon::Error::Daemon { message, status }) => (
-                match status {
-                    100 => BuildStatus::Failed(Exit::Unknown),
-                    101 => BuildStatus::TimedOut,
-                    _ => BuildStatus::MiscFailure,
-                },
-                Some(message),
-            ),
-            Err(e) => return Err(e.into()),
-        };
-        events(match &message {
-            None => BuildEvent::Built {
-                drv: drv.clone(),
-                outputs: outputs.clone(),
-            },
-            Some(m) => BuildEvent::Failed {
-                drv: drv.clone(),
-                message: m.clone(),
-            },
-        });
-        results.push(BuildResult {
-            drv: drv.clone(),
-            status,
-            outputs,
-            message,
-            kept_build_dir: None,
-        });
-    }
-    Ok(results)
-}
-
-/// Nix's `BuildResult::Status` as ours, with the message for failures.
-fn nix_status(status: u64, error: String) -> (BuildStatus, Option<String>) {
-    let status = match status {
-        0 | 1 => BuildStatus::Built,
-        2 | 13 => BuildStatus::AlreadyValid,
-        3 | 7 => BuildStatus::Failed(Exit::Unknown),
-        5 => BuildStatus::OutputRejected,
-        8 => BuildStatus::TimedOut,
-        10 => BuildStatus::DependencyFailed,
-        11 => BuildStatus::LogLimitExceeded,
-        _ => BuildStatus::MiscFailure,
-    };
-    let message = (!status.is_success()).then_some(error);
-    (status, message)
-}
-
-fn forward(
-    drv: &StorePath,
-    e: LogEvent,
-    messages_are_log: bool,
-    events: &mut (dyn FnMut(BuildEvent) + Send),
-) {
-    match e {
-        LogEvent::BuildLine(line) => events(BuildEvent::Log {
-            drv: drv.clone(),
-            line,
-        }),
-        LogEvent::Message(line) if messages_are_log => events(BuildEvent::Log {
-            drv: drv.clone(),
-            line,
-        }),
-        _ => {}
     }
 }

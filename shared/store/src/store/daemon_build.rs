@@ -1,0 +1,151 @@
+//! Building through a daemon: one derivation at a time, each with its own
+//! result, the daemon's log lines turned into build events as they arrive.
+
+use offload_core::store_path::{StoreDir, StorePath};
+
+use super::{Error, drv_output_paths};
+use crate::daemon::{self, BuildMode, Connection, DaemonClient, Dialect, LogEvent, Options};
+use crate::embedded::build::{BuildEvent, BuildOptions, BuildResult, BuildStatus, Exit};
+
+/// Build through a daemon, one derivation at a time so that each gets its
+/// own result; the daemon's log lines become `Log` events as they arrive.
+pub(super) async fn daemon_build(
+    client: &mut DaemonClient<Connection>,
+    store_dir: &StoreDir,
+    drvs: &[StorePath],
+    opts: &BuildOptions,
+    events: &mut (dyn FnMut(BuildEvent) + Send),
+) -> Result<Vec<BuildResult>, Error> {
+    let mut overrides = Vec::new();
+    if let Some(t) = opts.timeout {
+        overrides.push(("build-timeout".to_owned(), t.as_secs().to_string()));
+    }
+    let options = Options {
+        keep_failed: opts.keep_failed,
+        max_build_jobs: opts.max_jobs.max(1) as u64,
+        max_silent_time: opts.max_silent_time.map_or(0, |t| t.as_secs()),
+        build_cores: u64::from(opts.cores),
+        overrides,
+        ..Options::default()
+    };
+    client.set_options(&options).await?;
+    let dir = std::path::PathBuf::from(store_dir.as_str());
+    let mut results = Vec::with_capacity(drvs.len());
+    for drv in drvs {
+        let outputs = drv_output_paths(&dir.join(drv.base()), drv)?;
+        let printed: Vec<String> = outputs.values().map(ToString::to_string).collect();
+        let wanted: Vec<&str> = printed.iter().map(String::as_str).collect();
+        if client.query_valid_paths(&wanted).await?.len() == wanted.len() {
+            results.push(BuildResult {
+                drv: drv.clone(),
+                status: BuildStatus::AlreadyValid,
+                outputs,
+                message: None,
+                kept_build_dir: None,
+            });
+            continue;
+        }
+        events(BuildEvent::Started { drv: drv.clone() });
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        client.set_logger(move |e| {
+            let _ = tx.send(e);
+        });
+        let printed_drv = drv.to_string();
+        let one = [printed_drv.as_str()];
+        // Guix sends build logs as plain messages; Nix as build-log results.
+        let guix = client.dialect() == Dialect::Guix;
+        let with_results = !guix && client.daemon_version() & 0xff >= 34;
+        let outcome = {
+            let build = async {
+                if with_results {
+                    let mut r = client
+                        .build_paths_with_results(&one, BuildMode::Normal)
+                        .await?;
+                    Ok(r.pop().map(|r| nix_status(r.status, r.error)))
+                } else {
+                    client
+                        .build_paths(&one, BuildMode::Normal)
+                        .await
+                        .map(|()| None)
+                }
+            };
+            tokio::pin!(build);
+            loop {
+                tokio::select! {
+                    res = &mut build => break res,
+                    Some(e) = rx.recv() => forward(drv, e, guix, events),
+                }
+            }
+        };
+        while let Ok(e) = rx.try_recv() {
+            forward(drv, e, guix, events);
+        }
+        let (status, message) = match outcome {
+            Ok(None) => (BuildStatus::Built, None),
+            Ok(Some(result)) => result,
+            // Guix's statuses (`Worker::exitStatus`): 100 failed, 101 timed out.
+            Err(daemon::Error::Daemon { message, status }) => (
+                match status {
+                    100 => BuildStatus::Failed(Exit::Unknown),
+                    101 => BuildStatus::TimedOut,
+                    _ => BuildStatus::MiscFailure,
+                },
+                Some(message),
+            ),
+            Err(e) => return Err(e.into()),
+        };
+        events(match &message {
+            None => BuildEvent::Built {
+                drv: drv.clone(),
+                outputs: outputs.clone(),
+            },
+            Some(m) => BuildEvent::Failed {
+                drv: drv.clone(),
+                message: m.clone(),
+            },
+        });
+        results.push(BuildResult {
+            drv: drv.clone(),
+            status,
+            outputs,
+            message,
+            kept_build_dir: None,
+        });
+    }
+    Ok(results)
+}
+
+/// Nix's `BuildResult::Status` as ours, with the message for failures.
+fn nix_status(status: u64, error: String) -> (BuildStatus, Option<String>) {
+    let status = match status {
+        0 | 1 => BuildStatus::Built,
+        2 | 13 => BuildStatus::AlreadyValid,
+        3 | 7 => BuildStatus::Failed(Exit::Unknown),
+        5 => BuildStatus::OutputRejected,
+        8 => BuildStatus::TimedOut,
+        10 => BuildStatus::DependencyFailed,
+        11 => BuildStatus::LogLimitExceeded,
+        _ => BuildStatus::MiscFailure,
+    };
+    let message = (!status.is_success()).then_some(error);
+    (status, message)
+}
+
+fn forward(
+    drv: &StorePath,
+    e: LogEvent,
+    messages_are_log: bool,
+    events: &mut (dyn FnMut(BuildEvent) + Send),
+) {
+    match e {
+        LogEvent::BuildLine(line) => events(BuildEvent::Log {
+            drv: drv.clone(),
+            line,
+        }),
+        LogEvent::Message(line) if messages_are_log => events(BuildEvent::Log {
+            drv: drv.clone(),
+            line,
+        }),
+        _ => {}
+    }
+}
