@@ -39,14 +39,8 @@ fn main() {
     );
 
     let keys = tmp.path().join("keys");
-    run(Command::new(&master)
-        .args(["key", "generate", "--dir"])
-        .arg(&keys));
     let acl = tmp.path().join("acl");
-    let public = fs::read(keys.join("signing-key.pub")).expect("public key");
-    let mut authorize = Command::new(&master);
-    authorize.args(["key", "authorize", "--acl"]).arg(&acl);
-    offload_tests::run_ok(&mut authorize, &public);
+    offload_tests::key_and_acl(&keys, &acl);
 
     // Warm the page cache once for both sides.
     sha256sum(&files);

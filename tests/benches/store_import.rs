@@ -41,17 +41,8 @@ fn main() {
     let master = offload_tests::bin("offload-master");
     let tmp = tempfile::tempdir().expect("temp dir");
     let keys = tmp.path().join("keys");
-    run(Command::new(&master)
-        .args(["key", "generate", "--dir"])
-        .arg(&keys));
     let acl = tmp.path().join("acl");
-    let public = fs::read(keys.join("signing-key.pub")).expect("public key");
-    offload_tests::run_ok(
-        Command::new(&master)
-            .args(["key", "authorize", "--acl"])
-            .arg(&acl),
-        &public,
-    );
+    offload_tests::key_and_acl(&keys, &acl);
     let target = tmp.path().join("target");
     let store_dir = target.join("store");
 

@@ -351,7 +351,13 @@ impl Default for GuileGcrypt {
 ///
 /// Use it as `cmd.envs(nix_env(tmp))`; `nix_store` does this for you.
 pub fn nix_env(tmp: &Path) -> Vec<(&'static str, std::ffi::OsString)> {
-    let base = tmp.join("nix-env");
+    nix_confined_to(&tmp.join("nix-env"))
+}
+
+/// The configuration of `nix_env`, with state, logs, configuration and home
+/// directories under `base` (`base/var`, `base/var/log`, `base/etc`,
+/// `base/home`).
+pub fn nix_confined_to(base: &Path) -> Vec<(&'static str, std::ffi::OsString)> {
     let dir = |sub: &str| base.join(sub).into_os_string();
     vec![
         (
@@ -371,6 +377,28 @@ pub fn nix_env(tmp: &Path) -> Vec<(&'static str, std::ffi::OsString)> {
         ("XDG_DATA_HOME", dir("home/.local/share")),
         ("XDG_STATE_HOME", dir("home/.local/state")),
     ]
+}
+
+/// A key pair in `dir` (`signing-key.sec`, `signing-key.pub`) made by
+/// `offload-master key generate`, and an ACL at `acl` authorizing it.
+pub fn key_and_acl(dir: &Path, acl: &Path) {
+    run_ok(
+        offload("offload-master")
+            .arg("key")
+            .arg("generate")
+            .arg("--dir")
+            .arg(dir),
+        b"",
+    );
+    let public = std::fs::read(dir.join("signing-key.pub")).expect("public key");
+    run_ok(
+        offload("offload-master")
+            .arg("key")
+            .arg("authorize")
+            .arg("--acl")
+            .arg(acl),
+        &public,
+    );
 }
 
 /// A `nix-store` command confined to `tmp` by `nix_env`, with `NIX_REMOTE`

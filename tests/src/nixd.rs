@@ -76,26 +76,9 @@ impl IsolatedNix {
 
     /// The environment that confines Nix programs to this store.
     pub fn env(&self) -> Vec<(&'static str, OsString)> {
-        let dir = |sub: &str| self.root().join(sub).into_os_string();
-        vec![
-            (
-                "NIX_CONFIG",
-                "build-users-group =\n\
-                 sandbox = false\n\
-                 substituters =\n\
-                 experimental-features = nix-command\n"
-                    .into(),
-            ),
-            ("NIX_STORE_DIR", dir("store")),
-            ("NIX_STATE_DIR", dir("var")),
-            ("NIX_LOG_DIR", dir("var/log")),
-            ("NIX_CONF_DIR", dir("etc")),
-            ("HOME", dir("home")),
-            ("XDG_CACHE_HOME", dir("home/.cache")),
-            ("XDG_CONFIG_HOME", dir("home/.config")),
-            ("XDG_DATA_HOME", dir("home/.local/share")),
-            ("XDG_STATE_HOME", dir("home/.local/state")),
-        ]
+        let mut env = crate::nix_confined_to(self.root());
+        env.push(("NIX_STORE_DIR", self.store_dir().into_os_string()));
+        env
     }
 
     /// A Nix program (`nix-store`, `nix-instantiate`, …) confined to this

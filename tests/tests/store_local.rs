@@ -50,31 +50,12 @@ fn fixture() -> Fixture {
     ));
     let b = nix.run("nix-store", &["--realise", &b_drv]);
     let keys = TempDir::new().expect("tempdir");
-    run_ok(
-        offload("offload-master").args(["key", "generate", "--dir", s(keys.path())]),
-        b"",
-    );
-    let public = std::fs::read(keys.path().join("signing-key.pub")).expect("public key");
-    run_ok(
-        offload("offload-master").args(["key", "authorize", "--acl", s(&keys.path().join("acl"))]),
-        &public,
-    );
+    offload_tests::key_and_acl(keys.path(), &keys.path().join("acl"));
     let before = [&a, &b].iter().map(|p| query(&nix, p)).collect();
     let stream = {
         let _daemon = nix.start_daemon();
         run_ok(
-            offload("offload-master").args([
-                "archive",
-                "export",
-                "--store",
-                &format!("nix-daemon:{}", s(&nix.socket())),
-                "--store-dir",
-                s(&nix.store_dir()),
-                "--key",
-                s(&keys.path().join("signing-key.sec")),
-                "-r",
-                &b,
-            ]),
+            &mut export_cmd(&nix, keys.path(), &daemon_spec(&nix), &["-r", &b]),
             b"",
         )
     };
@@ -90,6 +71,49 @@ fn fixture() -> Fixture {
     }
 }
 
+fn daemon_spec(nix: &IsolatedNix) -> String {
+    format!("nix-daemon:{}", s(&nix.socket()))
+}
+
+fn local_spec(nix: &IsolatedNix) -> String {
+    format!("local:{}", s(&nix.state_dir()))
+}
+
+/// `archive export --store STORE --store-dir <nix's> --key <ours> ARGS…`.
+fn export_cmd(nix: &IsolatedNix, keys: &Path, store: &str, args: &[&str]) -> Command {
+    let mut cmd = offload("offload-master");
+    cmd.args([
+        "archive",
+        "export",
+        "--store",
+        store,
+        "--store-dir",
+        s(&nix.store_dir()),
+    ])
+    .args(["--key", s(&keys.join("signing-key.sec"))])
+    .args(args);
+    cmd
+}
+
+/// `archive import --store STORE --store-dir <nix's> ARGS…`, with our ACL
+/// unless ARGS choose.
+fn import_cmd(nix: &IsolatedNix, keys: &Path, store: &str, args: &[&str]) -> Command {
+    let mut cmd = offload("offload-master");
+    cmd.args([
+        "archive",
+        "import",
+        "--store",
+        store,
+        "--store-dir",
+        s(&nix.store_dir()),
+    ])
+    .args(args);
+    if !args.contains(&"--no-check-sigs") && !args.contains(&"--acl") {
+        cmd.args(["--acl", s(&keys.join("acl"))]);
+    }
+    cmd
+}
+
 fn query(nix: &IsolatedNix, p: &str) -> (String, String, String, String) {
     (
         p.to_owned(),
@@ -101,19 +125,7 @@ fn query(nix: &IsolatedNix, p: &str) -> (String, String, String, String) {
 
 impl Fixture {
     fn import(&self, crash_at: Option<&str>, extra: &[&str]) -> Output {
-        let mut cmd: Command = offload("offload-master");
-        cmd.args([
-            "archive",
-            "import",
-            "--store",
-            &format!("local:{}", s(&self.nix.state_dir())),
-            "--store-dir",
-            s(&self.nix.store_dir()),
-        ])
-        .args(extra);
-        if !extra.contains(&"--no-check-sigs") && !extra.contains(&"--acl") {
-            cmd.args(["--acl", s(&self.keys.path().join("acl"))]);
-        }
+        let mut cmd = import_cmd(&self.nix, self.keys.path(), &local_spec(&self.nix), extra);
         if let Some(point) = crash_at {
             cmd.env("OFFLOAD_TEST_CRASH_AT", point);
         }
@@ -217,17 +229,7 @@ fn import_refuses_bad_items_and_keeps_nothing_of_them() {
         let start = f.stream.len() - r.into_inner().len();
         only_b.extend_from_slice(&f.stream[start..]);
     }
-    let mut cmd = offload("offload-master");
-    cmd.args([
-        "archive",
-        "import",
-        "--store",
-        &format!("local:{}", s(&f.nix.state_dir())),
-        "--store-dir",
-        s(&f.nix.store_dir()),
-        "--acl",
-        s(&f.keys.path().join("acl")),
-    ]);
+    let mut cmd = import_cmd(&f.nix, f.keys.path(), &local_spec(&f.nix), &[]);
     let out = run_with_input(&mut cmd, &only_b);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
@@ -296,19 +298,11 @@ fn a_crash_at_any_step_leaves_each_item_whole_or_absent() {
 fn import_through_the_nix_daemon_checks_signatures_here_first() {
     let f = fixture();
     let _daemon = f.nix.start_daemon();
-    let store = format!("nix-daemon:{}", s(&f.nix.socket()));
     let import = |extra: &[&str]| {
-        let mut cmd = offload("offload-master");
-        cmd.args([
-            "archive",
-            "import",
-            "--store",
-            &store,
-            "--store-dir",
-            s(&f.nix.store_dir()),
-        ])
-        .args(extra);
-        run_with_input(&mut cmd, &f.stream)
+        run_with_input(
+            &mut import_cmd(&f.nix, f.keys.path(), &daemon_spec(&f.nix), extra),
+            &f.stream,
+        )
     };
     // Signed by a key outside this ACL: refused before the daemon sees it.
     let other = TempDir::new().expect("tempdir");
@@ -342,18 +336,7 @@ fn export_from_a_local_store_equals_the_daemons_export() {
     // Signatures are deterministic (RFC 6979): the same key, items and
     // order give the same bytes whether read from the daemon or directly.
     let direct = run_ok(
-        offload("offload-master").args([
-            "archive",
-            "export",
-            "--store",
-            &format!("local:{}", s(&f.nix.state_dir())),
-            "--store-dir",
-            s(&f.nix.store_dir()),
-            "--key",
-            s(&f.keys.path().join("signing-key.sec")),
-            "-r",
-            &f.b,
-        ]),
+        &mut export_cmd(&f.nix, f.keys.path(), &local_spec(&f.nix), &["-r", &f.b]),
         b"",
     );
     offload_tests::assert_bytes_eq("export via local", &direct, &f.stream);
@@ -375,18 +358,7 @@ fn export_refuses_an_item_modified_since_it_was_registered() {
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     std::fs::set_permissions(&msg, std::fs::Permissions::from_mode(0o644)).expect("chmod");
     std::fs::write(&msg, b"tampered\n").expect("tamper");
-    let out = offload("offload-master")
-        .args([
-            "archive",
-            "export",
-            "--store",
-            &format!("local:{}", s(&f.nix.state_dir())),
-            "--store-dir",
-            s(&f.nix.store_dir()),
-            "--key",
-            s(&f.keys.path().join("signing-key.sec")),
-            &f.b,
-        ])
+    let out = export_cmd(&f.nix, f.keys.path(), &local_spec(&f.nix), &[&f.b])
         .output()
         .expect("export");
     assert!(!out.status.success());
@@ -430,34 +402,18 @@ fn derivations_get_the_derivation_outputs_rows_nix_writes() {
     let stream = {
         let _daemon = f.nix.start_daemon();
         run_ok(
-            offload("offload-master").args([
-                "archive",
-                "export",
-                "--store",
-                &format!("nix-daemon:{}", s(&f.nix.socket())),
-                "--store-dir",
-                s(&f.nix.store_dir()),
-                "--key",
-                s(&f.keys.path().join("signing-key.sec")),
-                "-r",
-                &f.b_drv,
-            ]),
+            &mut export_cmd(
+                &f.nix,
+                f.keys.path(),
+                &daemon_spec(&f.nix),
+                &["-r", &f.b_drv],
+            ),
             b"",
         )
     };
     f.nix.run("nix-store", &["--delete", &f.b_drv, &a_drv]);
     assert!(rows(&f.nix, &f.b_drv).is_empty());
-    let mut cmd = offload("offload-master");
-    cmd.args([
-        "archive",
-        "import",
-        "--store",
-        &format!("local:{}", s(&f.nix.state_dir())),
-        "--store-dir",
-        s(&f.nix.store_dir()),
-        "--acl",
-        s(&f.keys.path().join("acl")),
-    ]);
+    let mut cmd = import_cmd(&f.nix, f.keys.path(), &local_spec(&f.nix), &[]);
     let out = run_with_input(&mut cmd, &stream);
     assert!(
         out.status.success(),
@@ -482,17 +438,7 @@ fn import_waits_while_the_garbage_collector_holds_its_lock() {
         .open(f.nix.state_dir().join("gc.lock"))
         .expect("gc.lock");
     lock.lock().expect("flock LOCK_EX");
-    let mut child = offload("offload-master")
-        .args([
-            "archive",
-            "import",
-            "--store",
-            &format!("local:{}", s(&f.nix.state_dir())),
-            "--store-dir",
-            s(&f.nix.store_dir()),
-            "--acl",
-            s(&f.keys.path().join("acl")),
-        ])
+    let mut child = import_cmd(&f.nix, f.keys.path(), &local_spec(&f.nix), &[])
         .env("RUST_LOG", "info")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -38,8 +38,9 @@ fn consts() -> &'static Consts {
     })
 }
 
-/// The affine x coordinate of `point`, as a little-endian 32-byte integer below p.
-pub(super) fn affine_x(point: &EdwardsPoint) -> BigUint {
+/// The sign bit of `point`'s x and the two sides of the curve equation
+/// x²·v = u at its y: u = y² − 1, v = d·y² + 1 (mod p).
+fn curve_at_y(point: &EdwardsPoint) -> (u8, BigUint, BigUint) {
     let c = consts();
     let mut enc = point.compress().to_bytes();
     let sign = enc[31] >> 7;
@@ -48,6 +49,13 @@ pub(super) fn affine_x(point: &EdwardsPoint) -> BigUint {
     let y2 = &y * &y % &c.p;
     let u = (&y2 + &c.p - BigUint::one()) % &c.p;
     let v = (&c.d * &y2 + BigUint::one()) % &c.p;
+    (sign, u, v)
+}
+
+/// The affine x coordinate of `point`, as a little-endian 32-byte integer below p.
+pub(super) fn affine_x(point: &EdwardsPoint) -> BigUint {
+    let c = consts();
+    let (sign, u, v) = curve_at_y(point);
     let x2 = u * v.modpow(&c.inv_exp, &c.p) % &c.p;
     let mut x = x2.modpow(&c.sqrt_exp, &c.p);
     if &x * &x % &c.p != x2 {
@@ -68,14 +76,7 @@ pub(super) fn affine_x(point: &EdwardsPoint) -> BigUint {
 /// where [`affine_x`] needs two exponentiations.
 pub(super) fn affine_x_is(point: &EdwardsPoint, r: &BigUint, n: &BigUint) -> bool {
     let c = consts();
-    let mut enc = point.compress().to_bytes();
-    let sign = enc[31] >> 7;
-    enc[31] &= 0x7f;
-    let y = BigUint::from_bytes_le(&enc);
-    let y2 = &y * &y % &c.p;
-    // On the curve: x²·(d·y² + 1) = y² − 1.
-    let u = (&y2 + &c.p - BigUint::one()) % &c.p;
-    let v = (&c.d * &y2 + BigUint::one()) % &c.p;
+    let (sign, u, v) = curve_at_y(point);
     let mut x = r.clone();
     while x < c.p {
         let parity = u8::from(x.bit(0));
