@@ -6,7 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Output;
 
-use offload_tests::{offload, run_ok, run_with_input};
+use offload_tests::{key_and_acl, offload, run_ok, run_with_input};
 
 fn master(args: &[&str], stdin: &[u8]) -> Output {
     run_with_input(offload("offload-master").args(args), stdin)
@@ -18,19 +18,6 @@ fn stderr(out: &Output) -> String {
 
 fn path(p: &Path) -> &str {
     p.to_str().expect("UTF-8 temp path")
-}
-
-/// A key pair in `dir` and an ACL at `acl` that authorizes it.
-fn key_and_acl(dir: &Path, acl: &Path) {
-    run_ok(
-        offload("offload-master").args(["key", "generate", "--dir", path(dir)]),
-        b"",
-    );
-    let public = fs::read(dir.join("signing-key.pub")).unwrap();
-    run_ok(
-        offload("offload-master").args(["key", "authorize", "--acl", path(acl)]),
-        &public,
-    );
 }
 
 const H: &str = "a56420a104661becbfeed24046113ff3e0503f7b33f5a449141c4e4a6d89cbb7";
