@@ -230,3 +230,31 @@ fn export_equals_nix_store_export_and_imports_elsewhere() {
     });
     from.assert_verify_clean();
 }
+
+#[test]
+fn derivation_outputs_come_from_the_daemon() {
+    let nix = IsolatedNix::new();
+    let drv = nix.instantiate(
+        "derivation { name = \"multi\"; system = builtins.currentSystem; builder = \"/bin/sh\"; \
+         outputs = [\"out\" \"dev\"]; args = [\"-c\" \"echo > $out; echo > $dev\"]; }",
+    );
+    let expected: Vec<String> = nix
+        .run("nix-store", &["--query", "--outputs", &drv])
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let _d = nix.start_daemon();
+    rt().block_on(async {
+        let mut client = connect(&nix).await;
+        let map = client
+            .query_derivation_outputs(&drv)
+            .await
+            .expect("outputs");
+        assert_eq!(map.keys().collect::<Vec<_>>(), ["dev", "out"]);
+        let mut paths: Vec<String> = map.into_values().map(|p| p.expect("known path")).collect();
+        paths.sort();
+        let mut expected = expected.clone();
+        expected.sort();
+        assert_eq!(paths, expected);
+    });
+}

@@ -1,5 +1,7 @@
 //! The requests.
 
+use std::collections::BTreeMap;
+
 use offload_core::hex;
 use offload_core::store_path::StorePath;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
@@ -287,6 +289,61 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> DaemonClient<S> {
             registration_time,
             nar_size,
         }))
+    }
+
+    /// The outputs of the derivation `drv` by name, as the daemon recorded
+    /// them (Nix ≥ 1.22: `query-derivation-output-map`; Guix: its output
+    /// names and paths, from the same table in the same order). An output
+    /// whose path is not known yet has `None`; a derivation the daemon has
+    /// no outputs recorded for gives an empty map.
+    pub async fn query_derivation_outputs(
+        &mut self,
+        drv: &str,
+    ) -> Result<BTreeMap<String, Option<String>>, Error> {
+        let mut out = BTreeMap::new();
+        match self.dialect {
+            Dialect::Nix if self.minor >= 22 => {
+                let mut req = Request::new(op::QUERY_DERIVATION_OUTPUT_MAP);
+                req.str(drv);
+                self.call(&req, Io::none()).await?;
+                let count = wire::read_u64(&mut self.stream).await?;
+                if count > 1024 {
+                    return Err(Error::Protocol(format!(
+                        "{count} outputs for one derivation"
+                    )));
+                }
+                for _ in 0..count {
+                    let name = wire::read_string(&mut self.stream, 256, "output name").await?;
+                    let path = wire::read_string(&mut self.stream, MAX_PATH, "output path").await?;
+                    out.insert(name, (!path.is_empty()).then_some(path));
+                }
+            }
+            Dialect::Nix => {
+                return Err(Error::Unsupported(
+                    self.dialect,
+                    "query-derivation-output-map",
+                ));
+            }
+            Dialect::Guix => {
+                let mut req = Request::new(op::QUERY_DERIVATION_OUTPUTS);
+                req.str(drv);
+                self.call(&req, Io::none()).await?;
+                let paths = wire::read_strings(&mut self.stream, MAX_PATH, "output path").await?;
+                let mut req = Request::new(op::QUERY_DERIVATION_OUTPUT_NAMES);
+                req.str(drv);
+                self.call(&req, Io::none()).await?;
+                let names = wire::read_strings(&mut self.stream, 256, "output name").await?;
+                if names.len() != paths.len() {
+                    return Err(Error::Protocol(format!(
+                        "{} output names for {} output paths",
+                        names.len(),
+                        paths.len()
+                    )));
+                }
+                out.extend(names.into_iter().zip(paths.into_iter().map(Some)));
+            }
+        }
+        Ok(out)
     }
 
     /// Keep `path` from the garbage collector while this connection is open.

@@ -34,6 +34,9 @@ pub(crate) mod op {
     pub(crate) const QUERY_PATH_INFO: u64 = 26;
     pub(crate) const IMPORT_PATHS: u64 = 27;
     pub(crate) const QUERY_VALID_PATHS: u64 = 31;
+    pub(crate) const QUERY_DERIVATION_OUTPUTS: u64 = 22;
+    pub(crate) const QUERY_DERIVATION_OUTPUT_NAMES: u64 = 28;
+    pub(crate) const QUERY_DERIVATION_OUTPUT_MAP: u64 = 41;
     pub(crate) const ADD_TO_STORE_NAR: u64 = 39;
     pub(crate) const BUILD_PATHS_WITH_RESULTS: u64 = 46;
 }

@@ -347,6 +347,34 @@ async fn guix_import_serves_read_requests_and_export_collects_writes() {
 }
 
 #[tokio::test]
+async fn guix_derivation_outputs_pair_names_with_paths() {
+    let out = "/gnu/store/0123456789abcdfghijklmnpqrsvwxyz-hello";
+    let doc = "/gnu/store/zyxwvsrqpnmlkjihgfdcba9876543210-hello-doc";
+    let steps = vec![
+        // query-derivation-outputs (22), then query-derivation-output-names (28).
+        expect(|r| {
+            r.u64(22).str(DRV);
+        }),
+        send(|r| {
+            r.u64(LAST).strings(&[doc, out]);
+        }),
+        expect(|r| {
+            r.u64(28).str(DRV);
+        }),
+        send(|r| {
+            r.u64(LAST).strings(&["doc", "out"]);
+        }),
+    ];
+    with_guix(steps, async |c| {
+        let map = c.query_derivation_outputs(DRV).await.expect("outputs");
+        assert_eq!(map.get("out"), Some(&Some(out.to_owned())));
+        assert_eq!(map.get("doc"), Some(&Some(doc.to_owned())));
+        assert_eq!(map.len(), 2);
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn hostile_daemons_are_refused_with_clear_errors() {
     // Not a daemon at all.
     let (client_end, peer) = tokio::io::duplex(1 << 12);

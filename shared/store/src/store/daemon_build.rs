@@ -1,6 +1,8 @@
 //! Building through a daemon: one derivation at a time, each with its own
 //! result, the daemon's log lines turned into build events as they arrive.
 
+use std::collections::BTreeMap;
+
 use offload_core::store_path::{StoreDir, StorePath};
 
 use super::{Error, drv_output_paths};
@@ -32,7 +34,7 @@ pub(super) async fn daemon_build(
     let dir = std::path::PathBuf::from(store_dir.as_str());
     let mut results = Vec::with_capacity(drvs.len());
     for drv in drvs {
-        let outputs = drv_output_paths(&dir.join(drv.base()), drv)?;
+        let outputs = outputs_of(client, &dir, drv).await?;
         let printed: Vec<String> = outputs.values().map(ToString::to_string).collect();
         let wanted: Vec<&str> = printed.iter().map(String::as_str).collect();
         if client.query_valid_paths(&wanted).await?.len() == wanted.len() {
@@ -148,4 +150,31 @@ fn forward(
         }),
         _ => {}
     }
+}
+
+/// The outputs of `drv` as the daemon recorded them; from the `.drv` file
+/// itself when the daemon has none recorded (items registered by Guix's
+/// Scheme code have no `DerivationOutputs` rows).
+async fn outputs_of(
+    client: &mut DaemonClient<Connection>,
+    store_dir: &std::path::Path,
+    drv: &StorePath,
+) -> Result<BTreeMap<String, StorePath>, Error> {
+    let recorded = client.query_derivation_outputs(&drv.to_string()).await?;
+    if recorded.is_empty() {
+        return drv_output_paths(&store_dir.join(drv.base()), drv);
+    }
+    recorded
+        .into_iter()
+        .map(|(name, path)| {
+            let path = path.ok_or_else(|| {
+                Error::Other(format!(
+                    "{drv}: the path of output {name} is not known (content-addressed outputs are not supported)"
+                ))
+            })?;
+            StorePath::parse(&path)
+                .map(|p| (name, p))
+                .map_err(|e| Error::Other(format!("{drv}: output {path}: {e}")))
+        })
+        .collect()
 }
