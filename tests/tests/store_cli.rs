@@ -186,3 +186,91 @@ fn agent_build_timeouts_exit_101_through_the_daemon_and_embedded() {
         );
     }
 }
+
+/// Whether this process is root.
+fn running_as_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
+/// Without root the builder is root of a user namespace that owns every
+/// store file: only the read-only binds keep it from the inputs. (Run as
+/// `nobody` when the tests are root.)
+#[test]
+fn unprivileged_agent_builds_cannot_change_their_inputs() {
+    let nix = IsolatedNix::new();
+    let victim = "derivation { name = \"victim\"; system = builtins.currentSystem; \
+                  builder = \"/bin/sh\"; args = [\"-c\" \"/usr/bin/mkdir $out; echo original > $out/file\"]; }";
+    let script = "try() { if \\\"$@\\\" > /dev/null 2>&1; then echo ESCAPED: $*; else echo denied; fi; }; { \
+                  try /usr/bin/chmod -R u+w ${v}; try /bin/sh -c 'echo x >> ${v}/file'; \
+                  try /usr/bin/touch ${v}/new; try /usr/bin/mount -o remount,rw ${v}; \
+                  echo uid=$(/usr/bin/id -u); } > $out";
+    let drv = nix.instantiate(&format!(
+        "let v = {victim}; in derivation {{ name = \"attacker\"; system = builtins.currentSystem; \
+         builder = \"/bin/sh\"; args = [\"-c\" \"{script}\"]; }}"
+    ));
+    let embedded = TempDir::new().expect("tempdir");
+    import_drv_closure(&nix, embedded.path(), &drv);
+    let store_dir = nix.store_dir();
+    let spec = format!("embedded:{}", s(embedded.path()));
+    let mut build = if running_as_root() {
+        let status = std::process::Command::new("chown")
+            .args(["-R", "65534:65534", s(embedded.path())])
+            .status()
+            .expect("chown");
+        assert!(status.success());
+        let mut cmd =
+            std::process::Command::new(offload_tests::require_program("setpriv", "util-linux"));
+        cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(offload_tests::bin("offload-agent"))
+            .env("RUST_LOG", "warn");
+        cmd
+    } else {
+        offload("offload-agent")
+    };
+    let out = build
+        .args([
+            "build",
+            "--store",
+            &spec,
+            "--store-dir",
+            s(&store_dir),
+            &drv,
+        ])
+        .output()
+        .expect("offload-agent build");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(!err.contains("not isolated"), "{err}");
+    let outputs = String::from_utf8_lossy(&out.stdout);
+    let attacker_out = outputs
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.rsplit('/').next())
+        .map(|base| embedded.path().join("store").join(base))
+        .expect("the output path");
+    let report = std::fs::read_to_string(&attacker_out).expect("the attacker's report");
+    assert_eq!(report, "denied\ndenied\ndenied\ndenied\nuid=0\n");
+    // The victim is as it was built.
+    let victim_out = nix.run(
+        "nix-store",
+        &["--query", "--outputs", &nix.instantiate(victim)],
+    );
+    let victim_base = victim_out.rsplit('/').next().expect("basename");
+    let victim_dir = embedded.path().join("store").join(victim_base);
+    assert_eq!(
+        std::fs::read_to_string(victim_dir.join("file")).expect("victim"),
+        "original\n"
+    );
+    let names: Vec<_> = std::fs::read_dir(&victim_dir)
+        .expect("victim")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert_eq!(names, ["file"]);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(victim_dir.join("file"))
+        .expect("victim")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o7777, 0o444);
+}

@@ -4,12 +4,18 @@
 //! `offload_store::embedded::build::build`, and must give the same output
 //! paths, NAR hashes and sizes, references and derivers.
 //!
-//! Two set-ups:
+//! Two set-ups, both sandboxed (every build runs in namespaces here):
 //! * **namespace**: the embedded store's logical directory is the isolated
-//!   Nix store's, its real directory another one, so builders run in a
-//!   private mount namespace that shows the store at the logical path;
-//!   also with logical `/gnu/store`, which must never appear on the host;
-//! * **direct**: logical = real directory, builders run as they are.
+//!   Nix store's, its real directory another one, so the sandbox shows
+//!   the store at the logical path; also with logical `/gnu/store`, which
+//!   must never appear on the host;
+//! * **direct**: logical = real directory (the name of the set-up where
+//!   builders used to run directly, without sandbox).
+//!
+//! The sandbox tests give builders hostile scripts (writing into inputs
+//! and the store, reading a secret at a host path, reaching a loopback
+//! listener of the host, leaving their process group) and then re-hash
+//! every item of the store against its registration.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -802,6 +808,39 @@ fn gnu_store_builds_match_nix_and_create_nothing_under_gnu() {
         assert_eq!(q("--deriver"), drv);
         assert_eq!(info.deriver.map(|d| d.to_string()), Some(drv.clone()));
     }
+
+    // Guix's environment (the default profile for /gnu/store) and build
+    // directory.
+    let env_expr = sh(
+        "guix-env",
+        "/usr/bin/env > $out; /usr/bin/pwd >> $out",
+        "passAsFile = [\"text\"]; text = \"verbatim\";",
+    );
+    let env_drv = nix.run(
+        "nix-instantiate",
+        &[&store_args[..], &["--expr", env_expr.as_str()]].concat(),
+    );
+    import_closure(&nix, &store_args, &mut store, &env_drv);
+    let (results, events) = build_all(&mut store, &[&env_drv], &opts());
+    assert_eq!(results[0].status, BuildStatus::Built, "{events:?}");
+    let dump = std::fs::read_to_string(store.local().real_path(&results[0].outputs["out"]))
+        .expect("the environment dump");
+    for line in [
+        "NIX_BUILD_TOP=/tmp/guix-build-guix-env.drv-0",
+        "TMPDIR=/tmp/guix-build-guix-env.drv-0",
+        "NIX_STORE=/gnu/store",
+        "passAsFile=text",
+        "text=verbatim",
+        "/tmp/guix-build-guix-env.drv-0",
+    ] {
+        assert!(dump.lines().any(|l| l == line), "{line:?} in\n{dump}");
+    }
+    for var in ["NIX_LOG_FD=", "TERM=", "textPath=", "NIX_OUTPUT_CHECKED="] {
+        assert!(
+            !dump.lines().any(|l| l.starts_with(var)),
+            "{var} in\n{dump}"
+        );
+    }
     if !gnu_existed {
         assert!(!Path::new("/gnu").exists(), "/gnu was created on the host");
     }
@@ -855,4 +894,264 @@ fn inconsistent_derivations_are_refused() {
             .count(),
         0
     );
+}
+
+// --- The sandbox -----------------------------------------------------------
+
+fn running_as_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
+/// Every item in the store's directory (but dot files) is registered and its files still
+/// hash to the registered NAR hash and size; the names of the items.
+fn assert_store_intact(store: &EmbeddedStore) -> Vec<String> {
+    let local = store.local();
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(local.real_dir()).expect("read the store") {
+        let name = entry.expect("entry").file_name();
+        let name = name.to_str().expect("UTF-8 name").to_owned();
+        if name.starts_with('.') {
+            // Nix's own `.links` (the direct store shares its directory).
+            continue;
+        }
+        let item = StorePath::from_base(local.store_dir().clone(), &name)
+            .unwrap_or_else(|e| panic!("{name} in the store: {e}"));
+        let info = local
+            .db()
+            .path_info(&item)
+            .expect("path info")
+            .unwrap_or_else(|| panic!("{item} is in the store but not registered"));
+        let nar = offload_files::dump::dump_path(&local.real_path(&item), Vec::new())
+            .expect("dump an item");
+        assert_eq!(
+            (<[u8; 32]>::from(Sha256::digest(&nar)), nar.len() as u64),
+            (info.nar_hash, info.nar_size),
+            "{item} was modified"
+        );
+        names.push(name);
+    }
+    names.sort();
+    names
+}
+
+/// A derivation depending on a directory and a file that tries to damage
+/// them and the store, read `secret`, reach `port` on the host's loopback
+/// and regain privileges; it writes what it managed into `$out`.
+fn attacker(secret: &Path, port: u16) -> String {
+    let dir = sh(
+        "victim-dir",
+        "/usr/bin/mkdir $out; echo original > $out/file",
+        "",
+    );
+    let file = sh("victim-file", "echo original > $out", "");
+    let script = format!(
+        "try() {{ if \"$@\" > /dev/null 2>&1; then echo \"ESCAPED: $*\"; else echo \"denied: $1\"; fi; }}; {{ \
+         try /bin/sh -c 'echo x >> ${{f}}'; \
+         try /bin/sh -c 'echo x > ${{d}}/file'; \
+         try /usr/bin/touch ${{d}}/new; \
+         try /usr/bin/chmod u+w ${{d}} ${{f}}; \
+         try /usr/bin/rm -rf ${{d}}; \
+         try /usr/bin/mv ${{f}} $NIX_STORE/moved; \
+         try /usr/bin/mount -o remount,rw ${{d}}; \
+         try /usr/bin/cat /etc/shadow; \
+         try /usr/bin/cat {secret}; \
+         try /usr/bin/bash -c 'exec 3<>/dev/tcp/127.0.0.1/{port}'; \
+         try /usr/bin/unshare --user --map-root-user /bin/sh -c :; \
+         echo escaped > $NIX_STORE/00000000000000000000000000000000-evil; \
+         /usr/bin/mkdir $NIX_STORE/11111111111111111111111111111111-evil-dir; \
+         echo uid=$(/usr/bin/id -u); /usr/bin/hostname; /usr/bin/cat /etc/passwd; echo done; \
+         }} > $out",
+        secret = secret.display()
+    );
+    format!(
+        "let d = {dir}; f = {file}; in {}",
+        sh("attacker", &script, "")
+    )
+}
+
+/// What the attacker wrote: nothing escaped, every attempt is listed.
+fn check_attacker_output(out: &str, root: bool) {
+    assert!(!out.contains("ESCAPED"), "{out}");
+    assert!(!out.contains("SECRET-KEY-MATERIAL"), "{out}");
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("denied: ")).count(),
+        11,
+        "{out}"
+    );
+    let uid = if root { "uid=30001" } else { "uid=0" };
+    for line in [uid, "localhost", "done"] {
+        assert!(out.lines().any(|l| l == line), "{line:?} in {out}");
+    }
+    assert!(out.contains("nixbld:x:"), "{out}");
+}
+
+/// A loopback listener of the host, and whether anyone connected to it.
+struct Listener(std::net::TcpListener);
+
+impl Listener {
+    fn new() -> Self {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+        l.set_nonblocking(true).expect("non-blocking");
+        Self(l)
+    }
+
+    fn port(&self) -> u16 {
+        self.0.local_addr().expect("address").port()
+    }
+
+    fn was_reached(&self) -> bool {
+        match self.0.accept() {
+            Ok(_) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
+            Err(e) => panic!("accept: {e}"),
+        }
+    }
+}
+
+#[test]
+fn builders_can_damage_nothing_read_no_secret_and_reach_no_network() {
+    let nix = IsolatedNix::new();
+    // World-readable, at a host path: invisible rather than unreadable.
+    let secret = nix.root().join("signing-key.sec");
+    std::fs::write(&secret, "SECRET-KEY-MATERIAL\n").expect("write the secret");
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let listener = Listener::new();
+    let expr = attacker(&secret, listener.port());
+
+    // The store at another real directory, and at its logical one.
+    let drv = nix.instantiate(&expr);
+    let mut store = namespace_store(&nix, &[&drv]);
+    let mut direct = Direct::new(&nix);
+    let direct_drv = direct.instantiate(&expr);
+    for (store, drv) in [(&mut store, drv.as_str()), (&mut direct.store, &direct_drv)] {
+        let before = assert_store_intact(store);
+        let (results, events) = build_all(store, &[drv], &opts());
+        let result = &results[0];
+        assert_eq!(result.status, BuildStatus::Built, "{result:?} {events:?}");
+        let out = std::fs::read_to_string(store.local().real_path(&result.outputs["out"]))
+            .expect("the attacker's report");
+        check_attacker_output(&out, running_as_root());
+        // The victims were built as inputs; besides them only the outputs
+        // appeared, and every item is intact.
+        let after = assert_store_intact(store);
+        let new: Vec<&String> = after.iter().filter(|n| !before.contains(n)).collect();
+        assert_eq!(new.len(), 3, "{new:?}");
+        assert!(
+            new.iter().all(|n| n.ends_with("-victim-dir")
+                || n.ends_with("-victim-file")
+                || n.ends_with("-attacker")),
+            "{new:?}"
+        );
+        let tmp: Vec<_> = std::fs::read_dir(store.root().join("tmp"))
+            .expect("tmp")
+            .collect();
+        assert!(tmp.is_empty(), "left in tmp: {tmp:?}");
+    }
+    assert!(
+        !listener.was_reached(),
+        "a builder reached the host's loopback"
+    );
+    assert!(std::fs::read_to_string(&secret).is_ok_and(|s| s == "SECRET-KEY-MATERIAL\n"));
+}
+
+#[test]
+fn fixed_output_derivations_keep_the_network() {
+    let nix = IsolatedNix::new();
+    let listener = Listener::new();
+    let connect = format!(
+        "if /usr/bin/bash -c 'exec 3<>/dev/tcp/127.0.0.1/{}'; then echo connected; else echo isolated; fi > $out",
+        listener.port()
+    );
+    let plain = nix.instantiate(&sh("plain", &connect, ""));
+    let fixed = nix.instantiate(&sh(
+        "fixed",
+        &connect,
+        &format!(
+            "outputHashAlgo = \"sha256\"; outputHashMode = \"flat\"; outputHash = \"{}\";",
+            hex(&Sha256::digest(b"connected\n"))
+        ),
+    ));
+    let mut store = namespace_store(&nix, &[&plain, &fixed]);
+    let (results, events) = build_all(&mut store, &[&plain], &opts());
+    assert_eq!(results[0].status, BuildStatus::Built, "{events:?}");
+    let out = std::fs::read_to_string(store.local().real_path(&results[0].outputs["out"]))
+        .expect("output");
+    assert_eq!(out, "isolated\n");
+    assert!(!listener.was_reached());
+
+    let (results, events) = build_all(&mut store, &[&fixed], &opts());
+    assert_eq!(
+        results[0].status,
+        BuildStatus::Built,
+        "{results:?} {events:?}"
+    );
+    assert!(
+        listener.was_reached(),
+        "the fixed-output derivation had no network"
+    );
+    assert_store_intact(&store);
+}
+
+/// Processes of this machine whose command line contains `marker`.
+fn processes_with(marker: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if cmdline.contains(marker) {
+                found.push(cmdline);
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn processes_that_leave_the_process_group_die_with_the_build() {
+    let nix = IsolatedNix::new();
+    // Leaves its session and group, then writes into the (kept) build
+    // directory after the builder failed.
+    let late = nix.instantiate(&sh(
+        "escapes-then-fails",
+        "/usr/bin/setsid /bin/sh -c '/usr/bin/sleep 1; echo alive > $NIX_BUILD_TOP/late' > /dev/null 2>&1 & exit 1",
+        "",
+    ));
+    // Process 1 and a child both leave the group; killed at the timeout.
+    let stuck = nix.instantiate(&sh(
+        "escapes-and-hangs",
+        "/usr/bin/setsid /usr/bin/sleep 29.4837 & exec /usr/bin/setsid /usr/bin/sleep 29.4838",
+        "",
+    ));
+    let mut store = namespace_store(&nix, &[&late, &stuck]);
+    let (results, _) = build_all(
+        &mut store,
+        &[&late],
+        &BuildOptions {
+            keep_failed: true,
+            ..opts()
+        },
+    );
+    assert_eq!(results[0].status, BuildStatus::Failed(Exit::Code(1)));
+    let kept = results[0].kept_build_dir.clone().expect("kept");
+    let (results, _) = build_all(
+        &mut store,
+        &[&stuck],
+        &BuildOptions {
+            timeout: Some(Duration::from_secs(1)),
+            ..opts()
+        },
+    );
+    assert_eq!(results[0].status, BuildStatus::TimedOut, "{results:?}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !processes_with("29.483").is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(processes_with("29.483"), Vec::<String>::new());
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        !kept.join("late").exists(),
+        "a process of the failed builder outlived it"
+    );
+    assert_store_intact(&store);
 }

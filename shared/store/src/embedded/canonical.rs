@@ -4,12 +4,12 @@
 //!
 //! Per file, top down: only regular files, directories and symlinks are
 //! allowed; extended attributes other than `security.selinux` are removed;
-//! a file owned by another user is refused unless it is a hard link to an
-//! inode already seen in this build (Nix's rule with build users — the
-//! builder runs as us, so a foreign owner means a hard link to someone
-//! else's file); the mode becomes 0444, or 0555 when the owner could
-//! execute (no write, setuid, setgid or sticky bits); the mtime becomes 1
-//! (atime kept).
+//! a file not owned by the builder's user is refused unless it is a hard
+//! link to an inode already seen in this build (Nix's rule with build
+//! users: a foreign owner means a hard link to someone else's file); the
+//! mode becomes 0444, or 0555 when the owner could execute (no write,
+//! setuid, setgid or sticky bits); the mtime becomes 1 (atime kept); a
+//! file of the build user becomes ours (`lchown` to our uid and gid).
 
 use std::collections::{BTreeSet, HashSet};
 use std::fs;
@@ -54,15 +54,20 @@ fn io_at(path: &Path) -> impl FnOnce(io::Error) -> Error + '_ {
 /// Canonicalises the outputs of one build; hard links between them are
 /// recognised through the inodes seen.
 pub(crate) struct Canonicaliser {
-    uid: u32,
+    from_uid: u32,
+    euid: u32,
+    egid: u32,
     seen: HashSet<(u64, u64)>,
 }
 
 impl Canonicaliser {
-    /// For files that should belong to `uid` (the user running builds).
-    pub(crate) fn new(uid: u32) -> Self {
+    /// For files that should belong to `from_uid` (the user the builder
+    /// ran as), made ours.
+    pub(crate) fn new(from_uid: u32) -> Self {
         Self {
-            uid,
+            from_uid,
+            euid: rustix::process::geteuid().as_raw(),
+            egid: rustix::process::getegid().as_raw(),
             seen: HashSet::new(),
         }
     }
@@ -76,7 +81,7 @@ impl Canonicaliser {
         }
         remove_xattrs(path)?;
         let inode = (meta.dev(), meta.ino());
-        if meta.uid() != self.uid {
+        if meta.uid() != self.from_uid {
             if ft.is_dir() || !self.seen.contains(&inode) {
                 return Err(Error::Ownership(path.to_owned()));
             }
@@ -104,6 +109,10 @@ impl Canonicaliser {
             };
             rustix::fs::utimensat(CWD, path, &times, AtFlags::SYMLINK_NOFOLLOW)
                 .map_err(|e| io_at(path)(e.into()))?;
+        }
+        if meta.uid() != self.euid {
+            std::os::unix::fs::lchown(path, Some(self.euid), Some(self.egid))
+                .map_err(io_at(path))?;
         }
         if ft.is_dir() {
             let mut names = Vec::new();

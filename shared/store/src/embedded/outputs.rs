@@ -1,8 +1,8 @@
 //! Checking what a successful builder left in the store, before anything is
 //! registered (Nix 2.8 `registerOutputs`, `builder.md` §3.1):
 //!
-//! 1. every output exists, and its top level is not group- or
-//!    world-writable;
+//! 1. every output exists, and its top level belongs to the builder's
+//!    user and is not group- or world-writable;
 //! 2. all outputs are canonicalised together ([`canonical`]);
 //! 3. each output's NAR is hashed while it is scanned for the hash parts of
 //!    the input closure and of the outputs (self-references included);
@@ -17,7 +17,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -52,8 +52,9 @@ pub(crate) struct Check {
     pub(crate) input_graph: BTreeMap<StorePath, Vec<StorePath>>,
     /// The derivation's reference checks, in Nix's order.
     pub(crate) ref_checks: Vec<(RefCheck, BTreeSet<StorePath>)>,
-    /// The user that should own the outputs.
-    pub(crate) uid: u32,
+    /// The user the builder ran as, who must own the outputs' files
+    /// (they become ours).
+    pub(crate) owner: u32,
 }
 
 /// One of Nix's reference checks (non-structured attributes: a list of
@@ -114,7 +115,9 @@ pub(crate) fn check(c: &Check) -> Result<Vec<PathInfo>, String> {
             }
             Err(e) => return Err(format!("{}: {e}", o.real.display())),
         };
-        if !meta.file_type().is_symlink() && meta.permissions().mode() & 0o022 != 0 {
+        if (!meta.file_type().is_symlink() && meta.permissions().mode() & 0o022 != 0)
+            || meta.uid() != c.owner
+        {
             return Err(format!(
                 "suspicious ownership or permission on '{}' for output '{}'; rejecting this build output",
                 o.real.display(),
@@ -131,7 +134,7 @@ pub(crate) fn check(c: &Check) -> Result<Vec<PathInfo>, String> {
             ));
         }
     }
-    let mut canon = Canonicaliser::new(c.uid);
+    let mut canon = Canonicaliser::new(c.owner);
     for o in &c.outputs {
         canon.canonicalise(&o.real).map_err(|e| e.to_string())?;
     }

@@ -5,7 +5,8 @@
 //! every byte read; the silence limit is checked before the total one; on
 //! a limit, or at the end of the output (EOF on the pipe), the builder's
 //! process group is killed with SIGKILL before its leader is reaped, so
-//! nothing it started survives it. Lines are cut at `\n`; `\r` returns to
+//! nothing it started survives it (in a sandbox, its whole PID namespace
+//! is killed). Lines are cut at `\n`; `\r` returns to
 //! the start of the current line, which later bytes overwrite (as Nix
 //! shows it); a line longer than [`MAX_LINE`] is cut there.
 
@@ -18,7 +19,7 @@ use std::io::{BufWriter, Write};
 use tokio::io::AsyncReadExt;
 use tokio::time::Instant;
 
-use super::sandbox::{self, GroupGuard, Isolation, SETUP_DONE, Spec};
+use super::sandbox::{self, BuildGuard, Isolation, SETUP_DONE, Spec};
 
 /// Longest log line handed on; longer ones are cut into pieces.
 pub(crate) const MAX_LINE: usize = 64 << 10;
@@ -59,7 +60,7 @@ pub(crate) async fn run(
     log: std::fs::File,
     line: &mut (dyn FnMut(Vec<u8>) + Send),
 ) -> Ended {
-    let namespaced = matches!(spec.isolation, Isolation::Namespace(_));
+    let namespaced = matches!(spec.isolation, Isolation::Sandbox(_));
     let (mut child, mut output) = match sandbox::spawn(spec) {
         Ok(started) => started,
         Err(e) if namespaced => {
@@ -68,7 +69,7 @@ pub(crate) async fn run(
         Err(e) => return Ended::NotStarted(format!("executing '{}': {e}", spec.builder)),
     };
     let pgid = child.id();
-    let mut guard = GroupGuard::new(pgid);
+    let mut guard = BuildGuard::new(pgid, namespaced);
     let mut log = LogFile::new(log);
     let mut lines = LineSplitter::default();
     let mut setup = namespaced.then(Vec::new);
@@ -124,7 +125,7 @@ pub(crate) async fn run(
     lines.finish(line);
     log.finish();
     if let Some(pgid) = pgid {
-        sandbox::kill_group(pgid).await;
+        sandbox::kill_build(pgid, namespaced).await;
     }
     let status = child.wait().await;
     guard.disarm();

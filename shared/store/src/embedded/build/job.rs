@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use super::{BuildStatus, Exit};
 use crate::embedded::outputs;
 use crate::embedded::runner::{self, Ended};
-use crate::embedded::sandbox::Spec;
+use crate::embedded::sandbox::{Isolation, Scratch, Spec};
 use crate::info::PathInfo;
 
 /// What a finished build task reports.
@@ -50,12 +50,24 @@ impl Job {
             let _ = lines.send((index, line));
         };
         let ended = runner::run(&spec, limits, log, &mut send).await;
+        // The builder and its namespace are gone: what it left may be read.
+        let Spec {
+            build_dir,
+            isolation,
+            ..
+        } = spec;
+        let scratch = match isolation {
+            Isolation::Sandbox(sb) => Some(sb.scratch),
+            Isolation::Direct => None,
+        };
         let drv = check.drv.clone();
         let seconds = |d: Option<Duration>| d.map_or(0, |d| d.as_secs());
         let (status, message, infos) = match ended {
             Ended::Exited(status) if status.success() => {
                 let checked = tokio::task::spawn_blocking(move || {
-                    let result = outputs::check(&check);
+                    let result = take_outputs(scratch.as_ref(), &check)
+                        .and_then(|()| outputs::check(&check));
+                    drop(scratch);
                     if result.is_err() {
                         remove_real_outputs(&check);
                     }
@@ -101,16 +113,19 @@ impl Job {
                     ),
                     Ended::NotStarted(why) => (BuildStatus::MiscFailure, why),
                 };
-                let _ = tokio::task::spawn_blocking(move || remove_real_outputs(&check)).await;
+                let _ = tokio::task::spawn_blocking(move || {
+                    drop(scratch);
+                    remove_real_outputs(&check);
+                })
+                .await;
                 (status, Some(message), Vec::new())
             }
         };
         let kept_build_dir = if status != BuildStatus::Built && keep_failed {
-            let _ = fs::set_permissions(&spec.build_dir, fs::Permissions::from_mode(0o755));
-            Some(spec.build_dir.clone())
+            let _ = fs::set_permissions(&build_dir, fs::Permissions::from_mode(0o755));
+            Some(build_dir)
         } else {
-            let dir = spec.build_dir.clone();
-            let _ = tokio::task::spawn_blocking(move || atomic::remove_tree(&dir)).await;
+            let _ = tokio::task::spawn_blocking(move || atomic::remove_tree(&build_dir)).await;
             None
         };
         Finished {
@@ -157,6 +172,20 @@ fn signal_name(sig: i32) -> &'static str {
         15 => "Terminated",
         _ => "Unknown signal",
     }
+}
+
+/// Move the outputs the builder made in the scratch store into the real
+/// store (nothing else of it).
+fn take_outputs(scratch: Option<&Scratch>, check: &outputs::Check) -> Result<(), String> {
+    let Some(scratch) = scratch else {
+        return Ok(());
+    };
+    for o in &check.outputs {
+        scratch
+            .take_output(o.path.base(), &o.real)
+            .map_err(|e| format!("moving output '{}' into the store: {e}", o.path))?;
+    }
+    Ok(())
 }
 
 /// Delete the outputs a failed build left (none of them is valid: the

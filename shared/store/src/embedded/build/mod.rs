@@ -1,6 +1,6 @@
-//! The embedded store's derivation builder: Nix 2.8's local builds without
-//! sandbox (`builder.md`), with the store shown at its logical path when
-//! it lives elsewhere.
+//! The embedded store's derivation builder: Nix 2.8's (or guix-daemon's)
+//! local builds (`builder.md`) in a sandbox modelled on theirs (module
+//! `sandbox`), with the store shown at its logical path wherever it lives.
 //!
 //! [`build`] takes `.drv` paths that are valid in the store and:
 //!
@@ -15,24 +15,33 @@
 //!    derivation whose needed outputs are not valid is planned first, and
 //!    every input source must be valid;
 //! 2. **runs** ready derivations, up to `max_jobs` at once, each in a fresh
-//!    `tmp/nix-build-<drv name>-<N>` (0700) with Nix's environment (below),
-//!    streaming its log as events and into `var/log/drvs/XX/REST`, under
-//!    the silence, time and log-size limits (modules `runner`, `sandbox`);
-//! 3. **checks** the outputs (module `outputs`): present, canonical,
-//!    hashed, references scanned among the input closure and the outputs,
-//!    fixed-output hash verified;
+//!    build directory `tmp/nix-build-<drv name>-<N>` (Guix:
+//!    `guix-build-…`; 0700, the build user's) with the profile's
+//!    environment (below), streaming its log as events and into
+//!    `var/log/drvs/XX/REST`, under the silence, time and log-size limits
+//!    (modules `runner`, `sandbox`). In the sandbox the builder sees only
+//!    its input closure, read-only, in a scratch store where it creates
+//!    its outputs; they are moved into the real store once it is gone;
+//! 3. **checks** the outputs (module `outputs`): present, the build user's,
+//!    canonical (then ours), hashed, references scanned among the input
+//!    closure and the outputs, fixed-output hash verified;
 //! 4. **registers** all outputs of a derivation in one transaction,
 //!    referenced outputs first, deriver = the `.drv`. On any failure the
 //!    outputs are deleted and nothing is registered.
 //!
-//! The environment (Nix 2.8 `initEnv`): `PATH=/path-not-set`,
-//! `HOME=/homeless-shelter`, `NIX_STORE`, `NIX_BUILD_CORES`, then the
-//! derivation's variables (those listed in `passAsFile` are written to
-//! `.attr-<nixbase32(sha256(name))>` in the build directory and passed as
-//! `<name>Path`), then `NIX_BUILD_TOP` `TMPDIR` `TEMPDIR` `TMP` `TEMP` `PWD`
-//! = the build directory, for fixed outputs `NIX_OUTPUT_CHECKED=1` and the
-//! `impureEnvVars` taken from this process, and `NIX_LOG_FD=2`,
-//! `TERM=xterm-256color`.
+//! The environment, [`Profile::Nix`] (Nix 2.8 `initEnv`):
+//! `PATH=/path-not-set`, `HOME=/homeless-shelter`, `NIX_STORE`,
+//! `NIX_BUILD_CORES`, then the derivation's variables (those listed in
+//! `passAsFile` are written to `.attr-<nixbase32(sha256(name))>` in the
+//! build directory and passed as `<name>Path`), then `NIX_BUILD_TOP`
+//! `TMPDIR` `TEMPDIR` `TMP` `TEMP` `PWD` = the build directory as the
+//! builder sees it (`/build` in the sandbox), for fixed outputs
+//! `NIX_OUTPUT_CHECKED=1` and the `impureEnvVars` taken from this process,
+//! and `NIX_LOG_FD=2`, `TERM=xterm-256color`. [`Profile::Guix`]
+//! (guix-daemon's `startBuilder`): the same without `passAsFile` (every
+//! variable is copied verbatim), `NIX_OUTPUT_CHECKED`, `NIX_LOG_FD` and
+//! `TERM`; the build directory is `/tmp/guix-build-<drv name>-0` in the
+//! sandbox.
 //!
 //! Builds go on after a failure (Nix's `--keep-going`); dependents of a
 //! failed build fail with `DependencyFailed`. Two derivations with an
@@ -41,11 +50,14 @@
 //! Not covered: output locks against *other processes* building into the
 //! same store (the `&mut` store excludes other builds in this process
 //! only), `requiredSystemFeatures`, `maxSize`/`maxClosureSize` (structured
-//! attributes only), `@nix` JSON log lines (passed on as plain lines).
+//! attributes only), `@nix` JSON log lines (passed on as plain lines),
+//! seccomp filters, and Nix's pool of build users (one user serves every
+//! build, module `sandbox`).
 
 mod env;
 mod job;
 mod plan;
+mod prepare;
 mod schedule;
 
 use std::collections::BTreeMap;
@@ -54,7 +66,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use offload_core::derivation;
-use offload_core::store_path::StorePath;
+use offload_core::store_path::{StoreDir, StorePath};
 
 use self::plan::Planner;
 use self::schedule::Scheduler;
@@ -76,6 +88,31 @@ pub struct BuildOptions {
     pub max_jobs: usize,
     /// Keep the build directory of failed builds.
     pub keep_failed: bool,
+    /// Whose builders to imitate (`None`: [`Profile::for_store_dir`] of
+    /// the store).
+    pub profile: Option<Profile>,
+}
+
+/// Whose builds the builder imitates: the environment, the build
+/// directory's name and where the sandboxed builder sees it (see the
+/// module documentation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Profile {
+    /// guix-daemon.
+    Guix,
+    /// Nix 2.8's nix-daemon.
+    Nix,
+}
+
+impl Profile {
+    /// `Guix` for the store directory `/gnu/store`, else `Nix`.
+    pub fn for_store_dir(dir: &StoreDir) -> Self {
+        if dir.as_str() == "/gnu/store" {
+            Self::Guix
+        } else {
+            Self::Nix
+        }
+    }
 }
 
 impl Default for BuildOptions {
@@ -87,6 +124,7 @@ impl Default for BuildOptions {
             cores: 0,
             max_jobs: 1,
             keep_failed: false,
+            profile: None,
         }
     }
 }
@@ -224,8 +262,9 @@ pub enum Error {
     /// The database failed.
     #[error(transparent)]
     Db(#[from] db::Error),
-    /// The store's real directory differs from its logical one, and the
-    /// programs to show it at its logical path are missing.
+    /// The store's real directory differs from its logical one, and no
+    /// sandbox can show it at its logical path (programs or namespaces
+    /// missing).
     #[error("cannot show the store at its logical path: {0}")]
     Sandbox(String),
 }

@@ -1,54 +1,91 @@
-//! Starting a builder: directly, or in a private mount namespace whose root
-//! shows the store at its logical path.
+//! Starting a builder: in a sandbox (Nix's chroot model), or — only when
+//! namespaces cannot be created — directly.
 //!
 //! Both ways: the exact environment, stdin `/dev/null`, stdout and stderr
-//! on one pipe, a process group of its own (so that it and its children
-//! can be killed together), killed if dropped.
+//! on one pipe, a process group of its own, killed if dropped.
 //!
-//! **Direct** (the store's real directory is its logical one): the builder
-//! is executed with `argv[0]` = its basename and the build directory as
-//! working directory, as Nix 2.8 does without a sandbox. It inherits the
-//! caller's umask (Nix sets 022 at start-up; so should our binaries).
+//! **Sandbox** (every build, when possible). util-linux `unshare --mount
+//! --propagation private --pid --ipc --uts [--net] --fork --kill-child`
+//! (plus `--user --map-root-user` when we are not root) runs a `/bin/sh`
+//! set-up script (module `script`, written into the build's host-side
+//! sandbox directory, module `scratch`) with a clean environment. It mounts
+//! a tmpfs on `mount_point` (an empty directory under the store's root) and
+//! makes a minimal root in it:
 //!
-//! **Namespace** (they differ, e.g. `/gnu/store` kept under the embedded
-//! store's root): util-linux `unshare --mount --propagation private --pid
-//! --fork --kill-child` (plus `--map-root-user` when not root) runs a
-//! `/bin/sh` set-up script with a clean environment. It mounts a tmpfs on
-//! `mount_point` (an empty directory under the store's root), makes a
-//! minimal root in it — symlinks or read-only bind mounts of `/bin`
-//! `/sbin` `/lib*` `/usr` `/etc`, a recursive bind of `/dev`, a fresh
-//! `/proc`, an empty `/tmp` (1777), the real store directory bound at the
-//! logical path and the build directory at its own path — sets umask 022,
-//! writes the marker `\2\n` (as Nix's child does) and executes
-//! `env -i -- K=V… unshare --root=ROOT --wd=BUILD_DIR -- BUILDER ARGS…`.
-//! `env` runs outside the new root with the builder's environment only
-//! for the final `exec`; `unshare --root` takes the builder's path as a
-//! plain argument, so neither `=` in a path nor odd variable names are
-//! reinterpreted. The builder is process 1 of its PID namespace, as in
-//! Nix's sandbox, so everything it leaves dies with it, and every mount
-//! disappears with the namespace: nothing is created or mounted on the
-//! host outside the store's root. Differences from the direct way: the
-//! builder's `argv[0]` is its full path, and a builder killed by SIGKILL
-//! shows as exit code 1 (`unshare` cannot re-raise SIGKILL).
+//! * read-only binds of the host's `/bin` `/sbin` `/lib*` `/usr` (or their
+//!   symlinks) — **not** `/etc`, which is generated: `passwd` (root, the
+//!   build user, nobody), `group`, and `hosts` (localhost) — or, for a
+//!   fixed-output derivation, the host's `resolv.conf`, `services` and
+//!   `hosts` bound read-only with an `nsswitch.conf` of files and DNS;
+//! * `/dev` with only `null zero full random urandom tty`, the `fd`
+//!   `stdin` `stdout` `stderr` symlinks, a fresh `devpts` on `/dev/pts`
+//!   (`/dev/ptmx` to it) and a tmpfs on `/dev/shm`, as Nix 2.8;
+//! * a fresh `/proc` (of the new PID namespace), an empty `/tmp` (1777);
+//! * at the logical store path the **scratch store**: a directory on the
+//!   store's file system, writable only by the build user (1775, group of
+//!   the build user), into which every path of the input closure is
+//!   bind-mounted **read-only**; the builder creates its outputs there,
+//!   and the job moves them into the real store after the builder is gone;
+//! * the build directory at its in-sandbox path (`/build` for Nix,
+//!   `/tmp/guix-build-NAME.drv-0` for Guix).
+//!
+//! Non-fixed-output derivations get a network namespace of their own with
+//! only the loopback interface (brought up, as Nix does); fixed-output
+//! ones keep the host's network. The host name is `localhost`. The script
+//! writes the marker `\2\n` (as Nix's child does) and executes `env -i --
+//! K=V… unshare --root=ROOT --wd=BUILD -- setpriv OPTIONS -- BUILDER ARGS…`:
+//! `setpriv` empties the capability bounding and inheritable sets and sets
+//! `no_new_privs`; when we are root it also switches to the build user
+//! ([`BUILD_UID`]:[`BUILD_GID`], no supplementary groups). The builder thus
+//! holds no capability: it cannot remount, leave its `chroot` (it has no
+//! `CAP_SYS_CHROOT`, and a chrooted process may not create a user
+//! namespace to regain one), or change what it does not own. It is process
+//! 1 of its PID namespace, so everything it leaves dies with it, even
+//! processes that called `setsid`; the namespace's init is killed by pid
+//! file descriptor (module `kill`), since changing its user clears the
+//! parent-death signal `--kill-child` set. Every mount disappears with the
+//! namespace: nothing is mounted on the host.
+//!
+//! Differences from Nix's sandbox: the builder's `argv[0]` is its full
+//! path (`setpriv` executes it so), a builder killed by SIGKILL shows as
+//! exit code 1 (`unshare` cannot re-raise SIGKILL), and one build user
+//! serves every build (their PID namespaces keep them apart).
+//!
+//! **Direct** (the fallback when a probe shows that the namespaces cannot
+//! be created, e.g. without unprivileged user namespaces; only possible
+//! when the store's real directory is its logical one, and a warning says
+//! builds are not isolated): the builder is executed as this user with
+//! `argv[0]` = its basename and the build directory as working directory,
+//! as Nix 2.8 does without sandbox, writing its outputs into the real
+//! store. It inherits the caller's umask (Nix sets 022 at start-up; so
+//! should our binaries).
+
+mod kill;
+mod scratch;
+mod script;
 
 use std::collections::BTreeMap;
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsString;
 use std::io;
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use tokio::net::unix::pipe;
 use tokio::process::{Child, Command};
 
+pub(crate) use self::kill::{BuildGuard, kill_build};
+pub(crate) use self::scratch::{Input, Scratch};
+
 /// The byte the set-up script writes, on a line of its own, just before
 /// it executes the builder.
 pub(crate) const SETUP_DONE: u8 = 2;
 
-/// Host directories made visible in the namespace's root.
-const HOST_DIRS: [&str; 8] = [
-    "bin", "sbin", "lib", "lib32", "lib64", "libx32", "usr", "etc",
-];
+/// The user builders run as when we are root (`nixbld` in their
+/// `/etc/passwd`). No account may use this uid or gid on the host: its
+/// processes could otherwise meddle with running builds.
+pub(crate) const BUILD_UID: u32 = 30001;
+/// The group of [`BUILD_UID`].
+pub(crate) const BUILD_GID: u32 = 30001;
 
 /// How to start one builder.
 pub(crate) struct Spec {
@@ -58,35 +95,81 @@ pub(crate) struct Spec {
     pub(crate) args: Vec<String>,
     /// Its whole environment.
     pub(crate) env: BTreeMap<String, String>,
-    /// Its working directory, at the same path inside and outside.
+    /// Its working directory on the host.
     pub(crate) build_dir: PathBuf,
-    /// Directly or in a namespace.
+    /// Sandboxed or direct.
     pub(crate) isolation: Isolation,
 }
 
-/// Directly, or in a mount namespace.
+/// In a sandbox, or directly.
 pub(crate) enum Isolation {
-    /// The store is at its logical path already.
+    /// Namespaces are not available: as this user, seeing everything.
     Direct,
-    /// The store must be shown at its logical path.
-    Namespace(Namespace),
+    /// In a sandbox.
+    Sandbox(Box<Sandbox>),
 }
 
-/// What the namespace needs.
-pub(crate) struct Namespace {
+/// What the sandbox needs.
+pub(crate) struct Sandbox {
     /// An empty directory to mount the new root's tmpfs on.
     pub(crate) mount_point: PathBuf,
-    /// The store's real directory.
-    pub(crate) real_store: PathBuf,
+    /// The scratch store, shown at the logical store path.
+    pub(crate) scratch: Scratch,
     /// The store's logical directory.
     pub(crate) logical_store: PathBuf,
-    /// Whether to map the current user to root in a user namespace.
-    pub(crate) map_root_user: bool,
+    /// Where the builder sees its build directory.
+    pub(crate) build_dir_inside: PathBuf,
+    /// A network namespace of its own (all but fixed-output derivations).
+    pub(crate) private_network: bool,
+    /// Who the builder is.
+    pub(crate) user: User,
     /// The programs used.
     pub(crate) programs: Programs,
 }
 
-/// The host programs the namespace set-up runs, by absolute path.
+/// Who a sandboxed builder is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum User {
+    /// We are root: this unprivileged user, without user namespace.
+    Build {
+        /// Its uid.
+        uid: u32,
+        /// Its gid.
+        gid: u32,
+    },
+    /// We are not root: root of a user namespace that maps only us, with
+    /// no capability.
+    MapRoot,
+}
+
+impl User {
+    /// [`BUILD_UID`] when we are root, else the user namespace.
+    pub(crate) fn current() -> Self {
+        if rustix::process::geteuid().is_root() {
+            Self::Build {
+                uid: BUILD_UID,
+                gid: BUILD_GID,
+            }
+        } else {
+            Self::MapRoot
+        }
+    }
+
+    /// The host uid and gid of the files the builder creates.
+    pub(crate) fn host_owner(self) -> (u32, u32) {
+        match self {
+            Self::Build { uid, gid } => (uid, gid),
+            Self::MapRoot => (
+                rustix::process::geteuid().as_raw(),
+                rustix::process::getegid().as_raw(),
+            ),
+        }
+    }
+}
+
+/// The host programs the sandbox set-up runs, by absolute path. `setpriv`
+/// runs inside the new root, so it must be under one of the directories
+/// bound there (`/usr`, `/bin`, …), as it is on Debian.
 #[derive(Clone, Debug)]
 pub(crate) struct Programs {
     unshare: PathBuf,
@@ -94,23 +177,88 @@ pub(crate) struct Programs {
     mkdir: PathBuf,
     ln: PathBuf,
     env: PathBuf,
+    setpriv: PathBuf,
+    /// iproute2's `ip`, to bring the loopback interface up (skipped if
+    /// missing).
+    ip: Option<PathBuf>,
+    /// `hostname`, to set the host name (skipped if missing).
+    hostname: Option<PathBuf>,
 }
 
 impl Programs {
-    /// Find them on the `PATH`; the error names what is missing.
+    /// Find them on the `PATH` or in the usual directories; the error
+    /// names what is missing.
     pub(crate) fn find() -> Result<Self, String> {
-        let find = |name: &str, package: &str| {
-            offload_files::paths::find_program(name).ok_or_else(|| {
-                format!("`{name}` (from {package}) is needed to show the store at its logical path, but it is not on the PATH")
+        let need = |name: &str, package: &str| {
+            find_program(name).ok_or_else(|| {
+                format!("`{name}` (from {package}) is needed to run builds in a sandbox, but it is not on the PATH")
             })
         };
         Ok(Self {
-            unshare: find("unshare", "util-linux")?,
-            mount: find("mount", "util-linux")?,
-            mkdir: find("mkdir", "coreutils")?,
-            ln: find("ln", "coreutils")?,
-            env: find("env", "coreutils")?,
+            unshare: need("unshare", "util-linux")?,
+            mount: need("mount", "util-linux")?,
+            mkdir: need("mkdir", "coreutils")?,
+            ln: need("ln", "coreutils")?,
+            env: need("env", "coreutils")?,
+            setpriv: need("setpriv", "util-linux")?,
+            ip: find_program("ip"),
+            hostname: find_program("hostname"),
         })
+    }
+}
+
+fn find_program(name: &str) -> Option<PathBuf> {
+    offload_files::paths::find_program(name).or_else(|| {
+        ["/usr/sbin", "/usr/bin", "/sbin", "/bin"]
+            .iter()
+            .map(|d| Path::new(d).join(name))
+            .find(|p| p.is_file())
+    })
+}
+
+/// The shell that runs the set-up script (and the probe).
+const SHELL: &str = "/bin/sh";
+
+/// The `unshare` options that create a sandbox's namespaces.
+fn unshare_args(user: User, private_network: bool) -> Vec<&'static str> {
+    let mut args = vec![];
+    if user == User::MapRoot {
+        args.extend(["--user", "--map-root-user"]);
+    }
+    args.extend([
+        "--mount",
+        "--propagation",
+        "private",
+        "--pid",
+        "--ipc",
+        "--uts",
+    ]);
+    if private_network {
+        args.push("--net");
+    }
+    args.extend(["--fork", "--kill-child"]);
+    args
+}
+
+/// Whether sandboxes can be made here: every namespace is created once,
+/// for a process that does nothing; why not, if they cannot.
+pub(crate) fn probe(programs: &Programs, user: User) -> Result<(), String> {
+    let out = std::process::Command::new(&programs.unshare)
+        .args(unshare_args(user, true))
+        .args(["--", SHELL, "-c", ":"])
+        .stdin(Stdio::null())
+        .env_clear()
+        .current_dir("/")
+        .output()
+        .map_err(|e| format!("running {}: {e}", programs.unshare.display()))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "`unshare` cannot create the namespaces ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim_end()
+        ))
     }
 }
 
@@ -120,7 +268,7 @@ pub(crate) fn spawn(spec: &Spec) -> io::Result<(Child, pipe::Receiver)> {
     let (reader, writer) = io::pipe()?;
     let mut cmd = match &spec.isolation {
         Isolation::Direct => direct(spec),
-        Isolation::Namespace(ns) => namespaced(spec, ns),
+        Isolation::Sandbox(sb) => sandboxed(spec, sb)?,
     };
     cmd.stdin(Stdio::null())
         .stdout(writer.try_clone()?)
@@ -146,179 +294,44 @@ fn direct(spec: &Spec) -> Command {
     cmd
 }
 
-fn namespaced(spec: &Spec, ns: &Namespace) -> Command {
-    let p = &ns.programs;
-    let root = &ns.mount_point;
-    let inside = |path: &Path| {
-        let rel = path.strip_prefix("/").unwrap_or(path);
-        root.join(rel)
-    };
-    let mut s = ScriptWriter::default();
-    s.line(&["set", "-e"]);
-    s.cmd(
-        &p.mount,
-        &["-t", "tmpfs", "-o", "mode=0755", "offload-sandbox"],
-        &[root],
-    );
-    s.cmd(&p.mkdir, &["-m", "1777"], &[&root.join("tmp")]);
-    let mut dirs = vec![root.join("dev"), root.join("proc")];
-    let mut binds = Vec::new();
-    for name in HOST_DIRS {
-        let host = Path::new("/").join(name);
-        match std::fs::symlink_metadata(&host) {
-            Ok(m) if m.file_type().is_symlink() => {
-                if let Ok(target) = std::fs::read_link(&host) {
-                    s.cmd(&p.ln, &["-s"], &[&target, &root.join(name)]);
-                }
-            }
-            Ok(m) if m.is_dir() => {
-                dirs.push(root.join(name));
-                binds.push(host);
-            }
-            _ => {}
-        }
-    }
-    dirs.push(inside(&ns.logical_store));
-    dirs.push(inside(&spec.build_dir));
-    let dir_refs: Vec<&Path> = dirs.iter().map(PathBuf::as_path).collect();
-    s.cmd(&p.mkdir, &["-p"], &dir_refs);
-    for host in &binds {
-        s.cmd(&p.mount, &["--bind", "-o", "ro"], &[host, &inside(host)]);
-    }
-    s.cmd(
-        &p.mount,
-        &["--rbind"],
-        &[Path::new("/dev"), &root.join("dev")],
-    );
-    s.cmd(&p.mount, &["-t", "proc", "proc"], &[&root.join("proc")]);
-    s.cmd(
-        &p.mount,
-        &["--bind"],
-        &[&ns.real_store, &inside(&ns.logical_store)],
-    );
-    s.cmd(
-        &p.mount,
-        &["--bind"],
-        &[&spec.build_dir, &inside(&spec.build_dir)],
-    );
-    s.line(&["umask", "022"]);
-    s.line(&["printf", "'\\002\\n'", ">&2"]);
-    s.line(&["exec", "\"$@\""]);
-
+fn sandboxed(spec: &Spec, sb: &Sandbox) -> io::Result<Command> {
+    let script = sb.scratch.script();
+    std::fs::write(&script, script::setup(spec, sb))?;
+    let p = &sb.programs;
     let mut cmd = Command::new(&p.unshare);
-    cmd.args([
-        "--mount",
-        "--propagation",
-        "private",
-        "--pid",
-        "--fork",
-        "--kill-child",
-    ]);
-    if ns.map_root_user {
-        cmd.arg("--map-root-user");
-    }
-    cmd.args(["--", "/bin/sh", "-c"])
-        .arg(OsString::from_vec(s.text))
-        .arg("sh")
+    cmd.args(unshare_args(sb.user, sb.private_network))
+        .args(["--", SHELL])
+        .arg(&script)
         .arg(&p.env)
         .args(["-i", "--"]);
     for (k, v) in &spec.env {
         cmd.arg(format!("{k}={v}"));
     }
     let mut root_arg = OsString::from("--root=");
-    root_arg.push(root);
+    root_arg.push(&sb.mount_point);
     let mut wd_arg = OsString::from("--wd=");
-    wd_arg.push(&spec.build_dir);
+    wd_arg.push(&sb.build_dir_inside);
     cmd.arg(&p.unshare)
         .arg(root_arg)
         .arg(wd_arg)
         .arg("--")
-        .arg(&spec.builder)
-        .args(&spec.args)
-        .env_clear()
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .env("LC_ALL", "C")
-        .current_dir("/");
-    cmd
-}
-
-/// A POSIX shell script, every path single-quoted.
-#[derive(Default)]
-struct ScriptWriter {
-    text: Vec<u8>,
-}
-
-impl ScriptWriter {
-    fn line(&mut self, words: &[&str]) {
-        self.text.extend_from_slice(words.join(" ").as_bytes());
-        self.text.push(b'\n');
+        .arg(&p.setpriv);
+    if let User::Build { uid, gid } = sb.user {
+        cmd.arg(format!("--reuid={uid}"))
+            .arg(format!("--regid={gid}"))
+            .arg("--clear-groups");
     }
-
-    fn cmd(&mut self, program: &Path, options: &[&str], paths: &[&Path]) {
-        self.quote(program.as_os_str());
-        for o in options {
-            self.text.push(b' ');
-            self.quote(OsStr::new(o));
-        }
-        for p in paths {
-            self.text.push(b' ');
-            self.quote(p.as_os_str());
-        }
-        self.text.push(b'\n');
-    }
-
-    fn quote(&mut self, word: &OsStr) {
-        self.text.push(b'\'');
-        for &b in word.as_bytes() {
-            if b == b'\'' {
-                self.text.extend_from_slice(b"'\\''");
-            } else {
-                self.text.push(b);
-            }
-        }
-        self.text.push(b'\'');
-    }
-}
-
-/// Kill process group `pgid` with SIGKILL.
-pub(crate) fn kill_group_blocking(pgid: u32) {
-    let Some(pid) = i32::try_from(pgid)
-        .ok()
-        .and_then(rustix::process::Pid::from_raw)
-    else {
-        return;
-    };
-    match rustix::process::kill_process_group(pid, rustix::process::Signal::KILL) {
-        Ok(()) | Err(rustix::io::Errno::SRCH) => {}
-        Err(e) => tracing::warn!(pgid, "cannot kill process group: {e}"),
-    }
-}
-
-/// [`kill_group_blocking`] without blocking the runtime.
-pub(crate) async fn kill_group(pgid: u32) {
-    let _ = tokio::task::spawn_blocking(move || kill_group_blocking(pgid)).await;
-}
-
-/// Kills a process group when dropped, unless disarmed first (once its
-/// leader has been reaped, its id may be reused).
-pub(crate) struct GroupGuard(Option<u32>);
-
-impl GroupGuard {
-    /// Guard group `pgid`.
-    pub(crate) fn new(pgid: Option<u32>) -> Self {
-        Self(pgid)
-    }
-
-    /// Do nothing when dropped.
-    pub(crate) fn disarm(&mut self) {
-        self.0 = None;
-    }
-}
-
-impl Drop for GroupGuard {
-    fn drop(&mut self) {
-        if let Some(pgid) = self.0 {
-            kill_group_blocking(pgid);
-        }
-    }
+    cmd.args([
+        "--inh-caps=-all",
+        "--bounding-set=-all",
+        "--no-new-privs",
+        "--",
+    ])
+    .arg(&spec.builder)
+    .args(&spec.args)
+    .env_clear()
+    .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+    .env("LC_ALL", "C")
+    .current_dir("/");
+    Ok(cmd)
 }

@@ -1,0 +1,165 @@
+//! A build's host-side sandbox directory, `tmp/<build dir name>.sandbox`
+//! (0700, ours): the set-up script and the **scratch store** `store/`,
+//! which the builder sees at the logical store path.
+//!
+//! The scratch store is on the store's file system (under the same root),
+//! so that outputs are moved into the real store by `rename`. It is 1775:
+//! when we are root it belongs to root and the build user's group, as
+//! Nix's chroot store does, so the builder may create entries but not
+//! remove ours. It holds one mount point per input path — a directory or
+//! an empty file, on which the set-up script binds the real item
+//! read-only; a symlink item is copied instead (a bind would follow it).
+//! Nothing in it is trusted: after the builder is gone only its outputs
+//! are moved out (and then checked like any build result), and the rest
+//! is deleted.
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use offload_files::atomic;
+
+use super::User;
+
+/// One input path, bound read-only at `STORE/base`.
+pub(crate) struct Input {
+    /// Its files in the real store.
+    pub(crate) real: PathBuf,
+    /// Its base name.
+    pub(crate) base: String,
+}
+
+/// The host-side sandbox directory of one build, deleted when dropped.
+pub(crate) struct Scratch {
+    dir: PathBuf,
+    binds: Vec<Input>,
+}
+
+impl Scratch {
+    /// Make `dir` (replacing a leftover) with the scratch store and the
+    /// mount points of `inputs`.
+    pub(crate) fn create(
+        dir: PathBuf,
+        inputs: impl IntoIterator<Item = Input>,
+        user: User,
+    ) -> io::Result<Self> {
+        atomic::remove_tree(&dir)?;
+        fs::DirBuilder::new().mode(0o700).create(&dir)?;
+        let mut scratch = Self {
+            dir,
+            binds: Vec::new(),
+        };
+        // On error, dropping it removes it.
+        scratch.binds = scratch.fill(inputs, user)?;
+        Ok(scratch)
+    }
+
+    fn fill(&self, inputs: impl IntoIterator<Item = Input>, user: User) -> io::Result<Vec<Input>> {
+        let store = self.store();
+        fs::create_dir(&store)?;
+        if let User::Build { gid, .. } = user {
+            std::os::unix::fs::chown(&store, None, Some(gid))?;
+        }
+        fs::set_permissions(&store, fs::Permissions::from_mode(0o1775))?;
+        let mut binds = Vec::new();
+        for input in inputs {
+            let at = store.join(&input.base);
+            let meta = fs::symlink_metadata(&input.real)?;
+            if meta.file_type().is_symlink() {
+                std::os::unix::fs::symlink(fs::read_link(&input.real)?, &at)?;
+                continue;
+            }
+            if meta.is_dir() {
+                fs::create_dir(&at)?;
+            } else {
+                fs::File::create(&at)?;
+            }
+            binds.push(input);
+        }
+        Ok(binds)
+    }
+
+    /// The scratch store.
+    pub(crate) fn store(&self) -> PathBuf {
+        self.dir.join("store")
+    }
+
+    /// Where the set-up script is written.
+    pub(crate) fn script(&self) -> PathBuf {
+        self.dir.join("setup.sh")
+    }
+
+    /// The input paths to bind read-only.
+    pub(crate) fn binds(&self) -> &[Input] {
+        &self.binds
+    }
+
+    /// Move output `base`, if the builder made it, to `real` in the real
+    /// store (replacing an invalid leftover there). Only once the builder
+    /// and its namespace are gone.
+    pub(crate) fn take_output(&self, base: &str, real: &Path) -> io::Result<()> {
+        let made = self.store().join(base);
+        match fs::symlink_metadata(&made) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        atomic::remove_tree(real)?;
+        fs::rename(&made, real)
+    }
+}
+
+/// Deletes the whole directory, with whatever the builder left there (on
+/// every path, cancellation included; from the host the mount points are
+/// plain directories and files, so nothing is deleted through them).
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if let Err(e) = atomic::remove_tree(&self.dir) {
+            tracing::warn!("cannot remove {}: {e}", self.dir.display());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mount_points_copies_and_outputs() {
+        let tmp = tempfile::tempdir().unwrap();
+        let real = tmp.path().join("real");
+        fs::create_dir_all(real.join("aaa-dir")).unwrap();
+        fs::write(real.join("bbb-file"), b"x").unwrap();
+        std::os::unix::fs::symlink("aaa-dir", real.join("ccc-link")).unwrap();
+        let inputs = ["aaa-dir", "bbb-file", "ccc-link"].map(|b| Input {
+            real: real.join(b),
+            base: b.to_owned(),
+        });
+        let scratch = Scratch::create(tmp.path().join("s"), inputs, User::MapRoot).unwrap();
+        let store = scratch.store();
+        assert_eq!(
+            fs::metadata(&store).unwrap().permissions().mode() & 0o7777,
+            0o1775
+        );
+        assert!(store.join("aaa-dir").is_dir());
+        assert_eq!(fs::read(store.join("bbb-file")).unwrap(), b"");
+        assert_eq!(
+            fs::read_link(store.join("ccc-link")).unwrap(),
+            Path::new("aaa-dir")
+        );
+        let bound: Vec<&str> = scratch.binds().iter().map(|i| i.base.as_str()).collect();
+        assert_eq!(bound, ["aaa-dir", "bbb-file"]);
+
+        fs::write(store.join("ddd-out"), b"built").unwrap();
+        let out = real.join("ddd-out");
+        scratch.take_output("ddd-out", &out).unwrap();
+        assert_eq!(fs::read(&out).unwrap(), b"built");
+        scratch
+            .take_output("eee-missing", &real.join("eee"))
+            .unwrap();
+        assert!(!real.join("eee").exists());
+        drop(scratch);
+        assert!(!tmp.path().join("s").exists());
+    }
+}
