@@ -196,7 +196,6 @@ fn export_from_store(
     })
 }
 
-#[allow(clippy::print_stderr)]
 fn import_into_store(
     spec: &StoreSpec,
     store_dir: StoreDir,
@@ -212,7 +211,9 @@ fn import_into_store(
             .with_context(|| format!("opening {spec}"))?;
         let mut progress = |i: &offload_store::local::Imported| {
             if let Some(signer) = &i.signer {
-                eprintln!("found valid signature for '{}' (key {signer})", i.path);
+                // One write per line: stderr is unbuffered.
+                let line = format!("found valid signature for '{}' (key {signer})\n", i.path);
+                let _ = std::io::stderr().write_all(line.as_bytes());
             }
             let _ = writeln!(out, "{}", i.path);
         };
