@@ -274,3 +274,132 @@ fn unprivileged_agent_builds_cannot_change_their_inputs() {
         .mode();
     assert_eq!(mode & 0o7777, 0o444);
 }
+
+/// `word` quoted for the shell.
+fn quoted(word: &str) -> String {
+    format!("'{}'", word.replace('\'', "'\\''"))
+}
+
+/// An agent running on a pseudo-terminal (its controlling terminal, as in
+/// an operator's shell) gives its builders neither that terminal nor its
+/// session: `/dev/tty` cannot be opened, so no `TIOCSTI` into the shell.
+#[test]
+fn builders_cannot_open_the_agent_s_terminal() {
+    let nix = IsolatedNix::new();
+    let drv = nix.instantiate(&IsolatedNix::sh_derivation(
+        "tty-probe",
+        "if (: < /dev/tty) 2>/dev/null; then echo opened; else echo refused; fi > $out",
+    ));
+    let embedded = TempDir::new().expect("tempdir");
+    import_drv_closure(&nix, embedded.path(), &drv);
+    let command = [
+        offload_tests::bin("offload-agent").display().to_string(),
+        "build".to_owned(),
+        "--store".to_owned(),
+        format!("embedded:{}", s(embedded.path())),
+        "--store-dir".to_owned(),
+        s(&nix.store_dir()).to_owned(),
+        drv.clone(),
+    ]
+    .map(|w| quoted(&w))
+    .join(" ");
+    // Under `script`, the agent's controlling terminal is a pty: opening
+    // /dev/tty works there.
+    let out = std::process::Command::new(offload_tests::require_program("script", "bsdutils"))
+        .args([
+            "-qec",
+            &format!("tty > /dev/null && : < /dev/tty && {command}"),
+            "/dev/null",
+        ])
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("script");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    let path = text
+        .lines()
+        .find_map(|l| l.trim_end().strip_prefix("out "))
+        .unwrap_or_else(|| panic!("no output path in {text:?}"));
+    let base = path.rsplit('/').next().expect("basename");
+    let report = std::fs::read_to_string(embedded.path().join("store").join(base)).expect("report");
+    assert_eq!(report, "refused\n");
+}
+
+/// Processes of this machine whose command line contains `marker`.
+fn processes_with(marker: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if cmdline.contains(marker) {
+                found.push(cmdline);
+            }
+        }
+    }
+    found
+}
+
+/// Wait (at most `limit`) until `done`; whether it happened.
+fn wait_for(limit: std::time::Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    while !done() {
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    true
+}
+
+/// A crashed agent (SIGKILL) takes its builds with it, and the next
+/// process to open the store sweeps what they left in `tmp/`.
+#[test]
+fn builds_die_with_a_killed_agent_and_their_leftovers_are_swept() {
+    let nix = IsolatedNix::new();
+    let marker = format!("27.{}", std::process::id());
+    let drv = nix.instantiate(&IsolatedNix::sh_derivation(
+        "outlives-the-agent",
+        &format!("/usr/bin/setsid /usr/bin/sleep {marker} & exec /usr/bin/sleep {marker}"),
+    ));
+    let embedded = TempDir::new().expect("tempdir");
+    import_drv_closure(&nix, embedded.path(), &drv);
+    let mut agent = offload("offload-agent")
+        .args([
+            "build",
+            "--store",
+            &format!("embedded:{}", s(embedded.path())),
+            "--store-dir",
+            s(&nix.store_dir()),
+            &drv,
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("offload-agent build");
+    // Both sleeps run: the builder is past its set-up.
+    let sleeping = format!("/usr/bin/sleep {marker}");
+    let started = wait_for(std::time::Duration::from_secs(20), || {
+        processes_with(&marker)
+            .iter()
+            .filter(|p| p.trim_end() == sleeping)
+            .count()
+            == 2
+    });
+    agent.kill().expect("kill the agent");
+    agent.wait().expect("reap the agent");
+    assert!(started, "the builder never ran");
+    let gone = wait_for(std::time::Duration::from_secs(5), || {
+        processes_with(&marker).is_empty()
+    });
+    assert!(gone, "outlived the agent: {:?}", processes_with(&marker));
+
+    let tmp = embedded.path().join("tmp");
+    let left = std::fs::read_dir(&tmp).expect("tmp").count();
+    assert!(left > 0, "nothing left to sweep");
+    let dir = offload_core::store_path::StoreDir::new(s(&nix.store_dir())).expect("store dir");
+    let store = offload_store::embedded::EmbeddedStore::open(embedded.path(), dir).expect("open");
+    let left: Vec<_> = std::fs::read_dir(&tmp).expect("tmp").collect();
+    assert!(left.is_empty(), "not swept: {left:?}");
+    drop(store);
+}

@@ -1117,10 +1117,11 @@ fn processes_that_leave_the_process_group_die_with_the_build() {
         "/usr/bin/setsid /bin/sh -c '/usr/bin/sleep 1; echo alive > $NIX_BUILD_TOP/late' > /dev/null 2>&1 & exit 1",
         "",
     ));
-    // Process 1 and a child both leave the group; killed at the timeout.
+    // Two children leave the session (process 1 leads its own already, so
+    // `setsid` forks for it); killed at the timeout.
     let stuck = nix.instantiate(&sh(
         "escapes-and-hangs",
-        "/usr/bin/setsid /usr/bin/sleep 29.4837 & exec /usr/bin/setsid /usr/bin/sleep 29.4838",
+        "/usr/bin/setsid /usr/bin/sleep 29.4837 & exec /usr/bin/setsid --wait /usr/bin/sleep 29.4838",
         "",
     ));
     let mut store = namespace_store(&nix, &[&late, &stuck]);
@@ -1154,4 +1155,311 @@ fn processes_that_leave_the_process_group_die_with_the_build() {
         "a process of the failed builder outlived it"
     );
     assert_store_intact(&store);
+}
+
+// --- Hardening: cleanup, outputs, terminal, fixed outputs, root ------------
+
+/// The processes (their `stat` lines) of the PID namespace `ns` (as
+/// `readlink /proc/PID/ns/pid` shows it) that are not dead yet (zombies
+/// hold nothing).
+fn live_processes_in(ns: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        if !entry
+            .file_name()
+            .to_string_lossy()
+            .bytes()
+            .all(|b| b.is_ascii_digit())
+        {
+            continue;
+        }
+        let Ok(link) = std::fs::read_link(entry.path().join("ns/pid")) else {
+            continue;
+        };
+        if link.to_string_lossy() != ns {
+            continue;
+        }
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        let state = stat
+            .rsplit(')')
+            .next()
+            .and_then(|r| r.split_whitespace().next());
+        if !matches!(state, Some("Z" | "X") | None) {
+            found.push(stat);
+        }
+    }
+    found
+}
+
+/// The value of `KEY=…` among the log lines of `drv`.
+fn logged(events: &[BuildEvent], drv: &str, key: &str) -> String {
+    log_lines(events, drv)
+        .iter()
+        .find_map(|l| l.strip_prefix(&format!("{key}=")).map(str::to_owned))
+        .unwrap_or_else(|| panic!("no {key}= in the log: {events:?}"))
+}
+
+#[test]
+fn a_killed_build_s_namespace_is_gone_before_its_directories_are_touched() {
+    let nix = IsolatedNix::new();
+    // Slow to die: many processes that left the session, one of them with
+    // a large address space to free.
+    let drv = nix.instantiate(&sh(
+        "slow-to-die",
+        "echo ns=$(/usr/bin/readlink /proc/self/ns/pid); i=0; \
+         while [ $i -lt 64 ]; do /usr/bin/setsid /usr/bin/sleep 31.4159 & i=$((i+1)); done; \
+         /usr/bin/setsid /usr/bin/perl -e '$x = \"a\" x (1 << 28); print STDERR \"big\\n\"; sleep 60' & \
+         exec /usr/bin/sleep 60",
+        "",
+    ));
+    let mut store = namespace_store(&nix, &[&drv]);
+    let (results, events) = build_all(
+        &mut store,
+        &[&drv],
+        &BuildOptions {
+            timeout: Some(Duration::from_secs(4)),
+            ..opts()
+        },
+    );
+    let live = live_processes_in(&logged(&events, &drv, "ns"));
+    assert_eq!(results[0].status, BuildStatus::TimedOut, "{results:?}");
+    assert!(
+        log_lines(&events, &drv).iter().any(|l| l == "big"),
+        "{events:?}"
+    );
+    assert_eq!(live, Vec::<String>::new(), "alive after the build returned");
+    let tmp: Vec<_> = std::fs::read_dir(store.root().join("tmp"))
+        .expect("tmp")
+        .collect();
+    assert!(tmp.is_empty(), "left in tmp: {tmp:?}");
+}
+
+/// Watches `path` from another thread until dropped: whether it ever
+/// existed, and what `judge` said of it each time it did.
+struct Watch {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<(bool, Vec<String>)>>,
+}
+
+impl Watch {
+    fn new(path: std::path::PathBuf, judge: fn(&Path) -> Option<String>) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let (mut seen, mut bad) = (false, Vec::new());
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                if std::fs::symlink_metadata(&path).is_ok() {
+                    seen = true;
+                    if let Some(why) = judge(&path)
+                        && !bad.contains(&why)
+                    {
+                        bad.push(why);
+                    }
+                }
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            (seen, bad)
+        });
+        Self {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn finish(mut self) -> (bool, Vec<String>) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.take().expect("thread").join().expect("watcher")
+    }
+}
+
+#[test]
+fn outputs_reach_the_store_only_checked_and_canonical() {
+    use std::os::unix::fs::MetadataExt;
+    let nix = IsolatedNix::new();
+    // Many files, so that checking takes a while; a world-writable
+    // directory and a setuid file, as the builder left them.
+    let make = "/usr/bin/mkdir $out; cd $out; i=0; while [ $i -lt 20000 ]; do : > f$i; i=$((i+1)); done; \
+                echo $out > self; echo x > s; /usr/bin/chmod 4755 s; /usr/bin/mkdir w; /usr/bin/chmod 777 w";
+    let rejected = nix.instantiate(&sh("rejected", make, "allowedReferences = [];"));
+    let accepted = nix.instantiate(&sh("accepted", make, ""));
+    let out_of = |drv: &str| nix.run("nix-store", &["--query", "--outputs", drv]);
+    let mut store = namespace_store(&nix, &[&rejected, &accepted]);
+
+    let real = store.local().real_path(&path(&out_of(&rejected)));
+    let watch = Watch::new(real.clone(), |_| None);
+    let (results, _) = build_all(&mut store, &[&rejected], &opts());
+    let (seen, _) = watch.finish();
+    assert_eq!(
+        results[0].status,
+        BuildStatus::OutputRejected,
+        "{results:?}"
+    );
+    assert!(!seen, "the rejected output appeared in the store");
+    assert!(!real.exists());
+
+    let real = store.local().real_path(&path(&out_of(&accepted)));
+    let watch = Watch::new(real, |p| {
+        let top = std::fs::symlink_metadata(p).ok()?;
+        let mode =
+            |name: &str| std::fs::symlink_metadata(p.join(name)).map_or(0, |m| m.mode() & 0o7777);
+        match (top.mode() & 0o7777, mode("s"), mode("w")) {
+            (0o555, 0o555, 0o555) if top.mtime() == 1 => None,
+            (top, s, w) => Some(format!("top {top:o}, s {s:o}, w {w:o}")),
+        }
+    });
+    let (results, _) = build_all(&mut store, &[&accepted], &opts());
+    let (seen, bad) = watch.finish();
+    assert_eq!(results[0].status, BuildStatus::Built, "{results:?}");
+    assert!(seen);
+    assert_eq!(
+        bad,
+        Vec::<String>::new(),
+        "seen in the store before canonical"
+    );
+    assert_store_intact(&store);
+}
+
+#[test]
+fn builders_have_no_terminal_and_a_session_of_their_own() {
+    let nix = IsolatedNix::new();
+    let drv = nix.instantiate(&sh(
+        "no-tty",
+        "if [ -e /dev/tty ]; then echo tty=present; else echo tty=absent; fi; \
+         read -r pid comm state ppid pgrp sid rest < /proc/$$/stat; echo sid=$sid; echo pid=$pid; \
+         echo ok > $out",
+        "",
+    ));
+    let mut store = namespace_store(&nix, &[&drv]);
+    let (results, events) = build_all(&mut store, &[&drv], &opts());
+    assert_eq!(results[0].status, BuildStatus::Built, "{events:?}");
+    assert_eq!(logged(&events, &drv, "tty"), "absent");
+    // Its own session: led by itself, not ours (outside its namespace,
+    // which would show as 0).
+    assert_eq!(logged(&events, &drv, "sid"), logged(&events, &drv, "pid"));
+}
+
+/// A process of the host that receives file descriptors on the abstract
+/// Unix socket `name`, then, told to, writes through them.
+struct FdCatcher(std::process::Child);
+
+impl FdCatcher {
+    const SCRIPT: &str = "import os, socket, sys\n\
+        s = socket.socket(socket.AF_UNIX)\n\
+        s.bind('\\0' + sys.argv[1]); s.listen(1)\n\
+        print('listening', flush=True)\n\
+        c, _ = s.accept()\n\
+        _, fds, _, _ = socket.recv_fds(c, 16, 4)\n\
+        c.send(b'k')\n\
+        print('got', len(fds), flush=True)\n\
+        sys.stdin.readline()\n\
+        for fd in fds: os.pwrite(fd, b'EVIL!\\n', 0)\n\
+        print('wrote', flush=True)\n";
+
+    fn new(name: &str) -> Self {
+        let child = std::process::Command::new("python3")
+            .args(["-c", Self::SCRIPT, name])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3");
+        let mut this = Self(child);
+        assert_eq!(this.line(), "listening");
+        this
+    }
+
+    fn line(&mut self) -> String {
+        use std::io::Read;
+        let mut line = Vec::new();
+        let out = self.0.stdout.as_mut().expect("stdout");
+        let mut byte = [0u8];
+        while out.read(&mut byte).expect("read") == 1 && byte[0] != b'\n' {
+            line.push(byte[0]);
+        }
+        String::from_utf8_lossy(&line).into_owned()
+    }
+
+    fn write_through_them(&mut self) -> String {
+        use std::io::Write;
+        self.0
+            .stdin
+            .as_mut()
+            .expect("stdin")
+            .write_all(b"go\n")
+            .expect("tell");
+        self.line()
+    }
+}
+
+impl Drop for FdCatcher {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn fixed_outputs_are_out_of_reach_of_descriptors_their_builder_handed_out() {
+    let nix = IsolatedNix::new();
+    let name = format!("offload-test-fd-{}", std::process::id());
+    let mut catcher = FdCatcher::new(&name);
+    // The builder keeps its output open for writing and hands the
+    // descriptor to the host process before it exits.
+    let fixed = nix.instantiate(&sh(
+        "hands-out",
+        &format!(
+            "/usr/bin/python3 -c 'import os, socket\n\
+             fd = os.open(os.environ[\"out\"], os.O_RDWR | os.O_CREAT, 0o644)\n\
+             os.write(fd, b\"fixed\\n\")\n\
+             s = socket.socket(socket.AF_UNIX); s.connect(\"\\0{name}\")\n\
+             socket.send_fds(s, [b\"x\"], [fd]); s.recv(1)'"
+        ),
+        &format!(
+            "outputHashAlgo = \"sha256\"; outputHashMode = \"flat\"; outputHash = \"{}\";",
+            hex(&Sha256::digest(b"fixed\n"))
+        ),
+    ));
+    let mut store = namespace_store(&nix, &[&fixed]);
+    let (results, events) = build_all(&mut store, &[&fixed], &opts());
+    assert_eq!(results[0].status, BuildStatus::Built, "{events:?}");
+    assert_eq!(catcher.line(), "got 1");
+    assert_eq!(catcher.write_through_them(), "wrote");
+    let out = store.local().real_path(&results[0].outputs["out"]);
+    assert_eq!(std::fs::read(&out).expect("output"), b"fixed\n");
+    assert_store_intact(&store);
+}
+
+#[test]
+fn root_refuses_to_build_without_a_sandbox() {
+    if !running_as_root() {
+        return;
+    }
+    let nix = IsolatedNix::new();
+    let marker = nix.root().join("ran-as-root");
+    let mut direct = Direct::new(&nix);
+    let drv = direct.instantiate(&sh(
+        "needs-a-sandbox",
+        &format!("echo ran > {}; echo x > $out", marker.display()),
+        "",
+    ));
+    let root = direct.store.root().to_owned();
+    let store_dir = direct.store.local().store_dir().to_string();
+    drop(direct);
+    // Root without CAP_SYS_ADMIN: no namespace can be made.
+    let out = std::process::Command::new(offload_tests::require_program("setpriv", "util-linux"))
+        .args(["--inh-caps=-all", "--bounding-set=-sys_admin", "--"])
+        .arg(offload_tests::bin("offload-agent"))
+        .args(["build", "--store"])
+        .arg(format!("embedded:{}", root.display()))
+        .args(["--store-dir", &store_dir, &drv])
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("offload-agent build");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("refusing to run builders as root without a sandbox")
+            && err.contains("cannot create the namespaces"),
+        "{err}"
+    );
+    assert!(!marker.exists(), "the builder ran as root");
 }

@@ -9,14 +9,24 @@
 //! One process at a time uses a store: `open` takes an exclusive `flock` on
 //! `var/lock` (waiting, and saying so, while another process holds it), so
 //! that two processes never build or import the same outputs at once.
+//!
+//! Holding the lock, `open` sweeps `tmp/`: whatever is there was left by
+//! an earlier process (one that crashed, or whose builders outlived it),
+//! since builds of this one start only after the store is open. Every
+//! build's `.sandbox` directory goes, and every build directory but the
+//! kept ones (`--keep-failed` makes them 0755; a running build's is
+//! 0700). Removal never follows a symlink, so even the files of a build
+//! whose processes still ran could not lead it outside `tmp/`.
 
 pub mod build;
 mod canonical;
 mod drv_paths;
+mod fresh;
 mod outputs;
 mod runner;
 mod sandbox;
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use offload_core::store_path::StoreDir;
@@ -40,6 +50,7 @@ impl EmbeddedStore {
             std::fs::create_dir_all(&dir).map_err(|source| db::Error::Io { path: dir, source })?;
         }
         let lock = lock(&root.join("var/lock"))?;
+        sweep(&root.join("tmp"));
         let db = Db::open_or_create(&root.join("var/db"))?;
         Ok(Self {
             root: root.to_owned(),
@@ -61,6 +72,35 @@ impl EmbeddedStore {
     /// Its items and database, for writing.
     pub fn local_mut(&mut self) -> &mut LocalStore {
         &mut self.local
+    }
+}
+
+/// Delete what earlier processes left in `tmp/` (see the module
+/// documentation); only with the store's lock held.
+fn sweep(tmp: &Path) {
+    let Ok(entries) = std::fs::read_dir(tmp) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let stale = if name.ends_with(".sandbox") {
+            true
+        } else if name.starts_with("nix-build-") || name.starts_with("guix-build-") {
+            // Not followed: a symlink here is no kept directory.
+            entry.metadata().map_or(true, |m| {
+                !m.is_dir() || m.permissions().mode() & 0o777 != 0o755
+            })
+        } else {
+            false
+        };
+        if stale {
+            let path = entry.path();
+            tracing::info!("removing {}, left by an earlier build", path.display());
+            if let Err(e) = offload_files::atomic::remove_tree(&path) {
+                tracing::warn!("cannot remove {}: {e}", path.display());
+            }
+        }
     }
 }
 
@@ -86,4 +126,41 @@ fn lock(path: &Path) -> Result<std::fs::File, db::Error> {
         rustix::fs::flock(&file, FlockOperation::LockExclusive).map_err(|e| io(e.into()))?;
     }
     Ok(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_sweeps_what_earlier_builds_left() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        let t = root.join("tmp");
+        for (name, mode) in [
+            ("nix-build-a-0", 0o700),
+            ("nix-build-a-0.sandbox", 0o700),
+            ("guix-build-b.drv-0", 0o700),
+            ("nix-build-kept-0", 0o755),
+            ("unrelated", 0o700),
+        ] {
+            std::fs::create_dir_all(t.join(name).join("sub")).unwrap();
+            std::fs::set_permissions(
+                t.join(name).join("sub"),
+                std::fs::Permissions::from_mode(0o555),
+            )
+            .unwrap();
+            std::fs::set_permissions(t.join(name), std::fs::Permissions::from_mode(mode)).unwrap();
+        }
+        std::os::unix::fs::symlink(root.join("var"), t.join("nix-build-link-0")).unwrap();
+        let store = EmbeddedStore::open(root, StoreDir::default()).unwrap();
+        let mut left: Vec<String> = std::fs::read_dir(&t)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["nix-build-kept-0", "unrelated"]);
+        assert!(root.join("var/db").is_dir());
+        drop(store);
+    }
 }

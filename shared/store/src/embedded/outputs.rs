@@ -1,30 +1,36 @@
-//! Checking what a successful builder left in the store, before anything is
-//! registered (Nix 2.8 `registerOutputs`, `builder.md` §3.1):
+//! Checking what a successful builder left, before anything is moved into
+//! the store or registered (Nix 2.8 `registerOutputs`, `builder.md` §3.1).
+//! In a sandbox the outputs are still in the build's scratch store, under
+//! the store's private `tmp/`: nothing reaches the world-readable store
+//! before it is canonical and checked. Directly, they are in the store.
 //!
 //! 1. every output exists, and its top level belongs to the builder's
 //!    user and is not group- or world-writable;
-//! 2. all outputs are canonicalised together ([`canonical`]);
-//! 3. each output's NAR is hashed while it is scanned for the hash parts of
+//! 2. a fixed output is copied to fresh inodes ([`fresh`]), so that no
+//!    descriptor its builder handed out reaches what is registered;
+//! 3. all outputs are canonicalised together ([`canonical`]);
+//! 4. each output's NAR is hashed while it is scanned for the hash parts of
 //!    the input closure and of the outputs (self-references included);
-//! 4. a fixed output must hash to the declared hash (flat: a
+//! 5. a fixed output must hash to the declared hash (flat: a
 //!    non-executable regular file's contents; recursive: the NAR) and refer
 //!    to nothing;
-//! 5. Nix's `allowedReferences`, `allowedRequisites`,
+//! 6. Nix's `allowedReferences`, `allowedRequisites`,
 //!    `disallowedReferences` and `disallowedRequisites` hold (requisites:
 //!    the closure, without the output itself);
-//! 6. outputs referring to each other must not form a cycle; they are
+//! 7. outputs referring to each other must not form a cycle; they are
 //!    returned referenced-first, the order in which to register them.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::PathBuf;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use offload_core::store_path::StorePath;
 
 use super::canonical::{self, Canonicaliser};
 use super::drv_paths::{FixedOutput, HashAlgo};
+use super::fresh;
 use crate::info::PathInfo;
 
 /// One output to check.
@@ -33,8 +39,17 @@ pub(crate) struct Output {
     pub(crate) name: String,
     /// Its store path.
     pub(crate) path: StorePath,
-    /// Where its files are.
+    /// Where its files go in the store.
     pub(crate) real: PathBuf,
+}
+
+/// Checked outputs: their registrations, in the order to register them,
+/// and where each output's files now are (by name).
+pub(crate) struct Checked {
+    /// The registrations.
+    pub(crate) infos: Vec<PathInfo>,
+    /// The files of each output.
+    pub(crate) files: BTreeMap<String, PathBuf>,
 }
 
 /// What to check after a successful build.
@@ -99,11 +114,17 @@ impl RefCheck {
     }
 }
 
-/// Check and canonicalise the outputs; their registrations in the order
-/// to register them, or why the build's result is rejected.
-pub(crate) fn check(c: &Check) -> Result<Vec<PathInfo>, String> {
-    for o in &c.outputs {
-        let meta = match fs::symlink_metadata(&o.real) {
+/// Check and canonicalise the outputs, whose files are at `at` (one path
+/// per output, in order); in `fresh`, a directory of ours, a fixed
+/// output's files are copied first. Their registrations and files, or why
+/// the build's result is rejected.
+pub(crate) fn check(c: &Check, at: &[PathBuf], fresh: Option<&Path>) -> Result<Checked, String> {
+    if at.len() != c.outputs.len() {
+        return Err(format!("internal error: {} output locations", at.len()));
+    }
+    let mut files: Vec<PathBuf> = at.to_vec();
+    for (o, at) in c.outputs.iter().zip(at) {
+        let meta = match fs::symlink_metadata(at) {
             Ok(meta) => meta,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(format!(
@@ -124,9 +145,26 @@ pub(crate) fn check(c: &Check) -> Result<Vec<PathInfo>, String> {
                 o.name
             ));
         }
+    }
+    let mut owner = c.owner;
+    if let (Some(_), Some(fresh_dir)) = (&c.fixed, fresh) {
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(fresh_dir)
+            .map_err(|e| format!("{}: {e}", fresh_dir.display()))?;
+        for (o, file) in c.outputs.iter().zip(&mut files) {
+            let copy = fresh_dir.join(o.path.base());
+            fresh::copy_fresh(file, &copy, c.owner).map_err(|e| e.to_string())?;
+            *file = copy;
+        }
+        owner = rustix::process::geteuid().as_raw();
+    }
+    // On what is hashed: the copy, for a fixed output.
+    for (o, file) in c.outputs.iter().zip(&files) {
         if let Some(fixed) = &c.fixed
             && !fixed.recursive
-            && (!meta.is_file() || meta.permissions().mode() & 0o100 != 0)
+            && !fs::symlink_metadata(file)
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o100 == 0)
         {
             return Err(format!(
                 "output path '{}' should be a non-executable regular file since recursive hashing is not enabled (outputHashMode=flat)",
@@ -134,9 +172,9 @@ pub(crate) fn check(c: &Check) -> Result<Vec<PathInfo>, String> {
             ));
         }
     }
-    let mut canon = Canonicaliser::new(c.owner);
-    for o in &c.outputs {
-        canon.canonicalise(&o.real).map_err(|e| e.to_string())?;
+    let mut canon = Canonicaliser::new(owner);
+    for file in &files {
+        canon.canonicalise(file).map_err(|e| e.to_string())?;
     }
 
     let candidates: Vec<&str> = c.candidates.keys().map(String::as_str).collect();
@@ -144,15 +182,15 @@ pub(crate) fn check(c: &Check) -> Result<Vec<PathInfo>, String> {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     let mut infos = BTreeMap::new();
-    for o in &c.outputs {
+    for (o, file) in c.outputs.iter().zip(&files) {
         let (nar_hash, nar_size, found) =
-            canonical::nar_hash_and_references(&o.real, &candidates).map_err(|e| e.to_string())?;
+            canonical::nar_hash_and_references(file, &candidates).map_err(|e| e.to_string())?;
         let references: Vec<StorePath> = found
             .iter()
             .filter_map(|h| c.candidates.get(h).cloned())
             .collect();
         if let Some(fixed) = &c.fixed {
-            check_fixed(c, o, fixed, &nar_hash, &references)?;
+            check_fixed(c, o, file, fixed, &nar_hash, &references)?;
         }
         infos.insert(
             o.name.clone(),
@@ -167,7 +205,14 @@ pub(crate) fn check(c: &Check) -> Result<Vec<PathInfo>, String> {
         );
     }
     check_references(c, &infos)?;
-    order(c, infos)
+    let infos = order(c, infos)?;
+    let files = c
+        .outputs
+        .iter()
+        .zip(files)
+        .map(|(o, f)| (o.name.clone(), f))
+        .collect();
+    Ok(Checked { infos, files })
 }
 
 /// Nix's `checkOutputs` for the reference checks, output by output.
@@ -218,6 +263,7 @@ fn check_references(c: &Check, infos: &BTreeMap<String, PathInfo>) -> Result<(),
 fn check_fixed(
     c: &Check,
     o: &Output,
+    file: &Path,
     fixed: &FixedOutput,
     nar_hash: &[u8; 32],
     references: &[StorePath],
@@ -232,7 +278,7 @@ fn check_fixed(
     let got = if fixed.recursive {
         *nar_hash
     } else {
-        canonical::file_hash(&o.real).map_err(|e| format!("{}: {e}", o.real.display()))?
+        canonical::file_hash(file).map_err(|e| format!("{}: {e}", o.real.display()))?
     };
     if got[..] != fixed.hash[..] {
         return Err(format!(

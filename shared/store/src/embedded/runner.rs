@@ -6,9 +6,11 @@
 //! a limit, or at the end of the output (EOF on the pipe), the builder's
 //! process group is killed with SIGKILL before its leader is reaped, so
 //! nothing it started survives it (in a sandbox, its whole PID namespace
-//! is killed). Lines are cut at `\n`; `\r` returns to
-//! the start of the current line, which later bytes overwrite (as Nix
-//! shows it); a line longer than [`MAX_LINE`] is cut there.
+//! is killed, and waited for: [`Lingering`] if it does not end in time,
+//! and then nothing the build used may be touched). Lines are cut at
+//! `\n`; `\r` returns to the start of the current line, which later bytes
+//! overwrite (as Nix shows it); a line longer than [`MAX_LINE`] is cut
+//! there.
 
 use std::io;
 use std::process::ExitStatus;
@@ -19,7 +21,7 @@ use std::io::{BufWriter, Write};
 use tokio::io::AsyncReadExt;
 use tokio::time::Instant;
 
-use super::sandbox::{self, BuildGuard, Isolation, SETUP_DONE, Spec};
+use super::sandbox::{self, BuildGuard, BuildProcesses, Isolation, SETUP_DONE, Spec};
 
 /// Longest log line handed on; longer ones are cut into pieces.
 pub(crate) const MAX_LINE: usize = 64 << 10;
@@ -52,24 +54,37 @@ pub(crate) enum Ended {
     NotStarted(String),
 }
 
+/// A build's PID namespace was still not gone
+/// [`sandbox::NAMESPACE_EXIT_LIMIT`] after it was killed: its directories
+/// may still be in use.
+#[derive(Debug)]
+pub(crate) struct Lingering;
+
 /// Run the builder of `spec`; each complete log line goes to `line`, and
-/// all its output to `log`.
+/// all its output to `log`. How it ended, once everything it started is
+/// gone.
 pub(crate) async fn run(
     spec: &Spec,
     limits: Limits,
     log: std::fs::File,
     line: &mut (dyn FnMut(Vec<u8>) + Send),
-) -> Ended {
+) -> Result<Ended, Lingering> {
     let namespaced = matches!(spec.isolation, Isolation::Sandbox(_));
     let (mut child, mut output) = match sandbox::spawn(spec) {
         Ok(started) => started,
         Err(e) if namespaced => {
-            return Ended::NotStarted(format!("while setting up the build environment: {e}"));
+            return Ok(Ended::NotStarted(format!(
+                "while setting up the build environment: {e}"
+            )));
         }
-        Err(e) => return Ended::NotStarted(format!("executing '{}': {e}", spec.builder)),
+        Err(e) => {
+            return Ok(Ended::NotStarted(format!(
+                "executing '{}': {e}",
+                spec.builder
+            )));
+        }
     };
-    let pgid = child.id();
-    let mut guard = BuildGuard::new(pgid, namespaced);
+    let mut guard = BuildGuard::new(child.id().map(|l| BuildProcesses::new(l, namespaced)));
     let mut log = LogFile::new(log);
     let mut lines = LineSplitter::default();
     let mut setup = namespaced.then(Vec::new);
@@ -114,6 +129,9 @@ pub(crate) async fn run(
             }
             setup = None;
             data = rest;
+            if let Some(procs) = guard.processes() {
+                procs.find_init();
+            }
         }
         total += data.len() as u64;
         log.write(data);
@@ -124,23 +142,26 @@ pub(crate) async fn run(
     };
     lines.finish(line);
     log.finish();
-    if let Some(pgid) = pgid {
-        sandbox::kill_build(pgid, namespaced).await;
-    }
+    let gone = match guard.take() {
+        Some(procs) => sandbox::kill_build(procs).await,
+        None => true,
+    };
     let status = child.wait().await;
-    guard.disarm();
+    if !gone {
+        return Err(Lingering);
+    }
     if let Some(text) = setup {
         let text = String::from_utf8_lossy(&text);
-        return Ended::NotStarted(format!(
+        return Ok(Ended::NotStarted(format!(
             "while setting up the build environment: {}",
             text.trim_end()
-        ));
+        )));
     }
-    match (ended, status) {
+    Ok(match (ended, status) {
         (Ended::Exited(_), Ok(status)) => Ended::Exited(status),
         (Ended::Exited(_), Err(e)) => Ended::NotStarted(format!("waiting for the builder: {e}")),
         (other, _) => other,
-    }
+    })
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

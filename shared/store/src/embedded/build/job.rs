@@ -1,9 +1,16 @@
 //! One build task: running the builder, checking its outputs, and saying
 //! how it ended as Nix does.
+//!
+//! Nothing the builder could reach is touched before its processes are
+//! gone (in a sandbox: its whole PID namespace, module `runner`). If they
+//! do not end in time, its build and scratch directories are left for the
+//! next `open` of the store to sweep. Otherwise the outputs are checked
+//! and canonicalised in the scratch directory and only then moved into
+//! the store; the directories are removed without following symlinks.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use offload_files::atomic;
@@ -12,7 +19,7 @@ use tokio::sync::mpsc;
 use super::{BuildStatus, Exit};
 use crate::embedded::outputs;
 use crate::embedded::runner::{self, Ended};
-use crate::embedded::sandbox::{Isolation, Scratch, Spec};
+use crate::embedded::sandbox::{Isolation, NAMESPACE_EXIT_LIMIT, Scratch, Spec};
 use crate::info::PathInfo;
 
 /// What a finished build task reports.
@@ -62,11 +69,25 @@ impl Job {
         };
         let drv = check.drv.clone();
         let seconds = |d: Option<Duration>| d.map_or(0, |d| d.as_secs());
+        let Ok(ended) = ended else {
+            if let Some(scratch) = scratch {
+                scratch.leave();
+            }
+            tracing::warn!("leaving {} in place", build_dir.display());
+            return Finished {
+                status: BuildStatus::MiscFailure,
+                message: Some(format!(
+                    "the processes of {goal} were still running {} seconds after being killed; its directories are left in place",
+                    NAMESPACE_EXIT_LIMIT.as_secs()
+                )),
+                infos: Vec::new(),
+                kept_build_dir: None,
+            };
+        };
         let (status, message, infos) = match ended {
             Ended::Exited(status) if status.success() => {
                 let checked = tokio::task::spawn_blocking(move || {
-                    let result = take_outputs(scratch.as_ref(), &check)
-                        .and_then(|()| outputs::check(&check));
+                    let result = finish(scratch.as_ref(), &check);
                     drop(scratch);
                     if result.is_err() {
                         remove_real_outputs(&check);
@@ -174,18 +195,28 @@ fn signal_name(sig: i32) -> &'static str {
     }
 }
 
-/// Move the outputs the builder made in the scratch store into the real
-/// store (nothing else of it).
-fn take_outputs(scratch: Option<&Scratch>, check: &outputs::Check) -> Result<(), String> {
+/// Check the outputs where the builder made them — in a sandbox, its
+/// scratch store — and move them, checked and canonical, into the real
+/// store (nothing else of the scratch store); their registrations.
+fn finish(scratch: Option<&Scratch>, check: &outputs::Check) -> Result<Vec<PathInfo>, String> {
     let Some(scratch) = scratch else {
-        return Ok(());
+        let at: Vec<PathBuf> = check.outputs.iter().map(|o| o.real.clone()).collect();
+        return outputs::check(check, &at, None).map(|c| c.infos);
     };
+    let store = scratch.store();
+    let at: Vec<PathBuf> = check
+        .outputs
+        .iter()
+        .map(|o| store.join(o.path.base()))
+        .collect();
+    let checked = outputs::check(check, &at, Some(&scratch.fresh()))?;
     for o in &check.outputs {
+        let from: &Path = checked.files.get(&o.name).map_or(Path::new(""), |p| p);
         scratch
-            .take_output(o.path.base(), &o.real)
+            .take_output(from, &o.real)
             .map_err(|e| format!("moving output '{}' into the store: {e}", o.path))?;
     }
-    Ok(())
+    Ok(checked.infos)
 }
 
 /// Delete the outputs a failed build left (none of them is valid: the

@@ -21,10 +21,14 @@
 //!    `var/log/drvs/XX/REST`, under the silence, time and log-size limits
 //!    (modules `runner`, `sandbox`). In the sandbox the builder sees only
 //!    its input closure, read-only, in a scratch store where it creates
-//!    its outputs; they are moved into the real store once it is gone;
-//! 3. **checks** the outputs (module `outputs`): present, the build user's,
-//!    canonical (then ours), hashed, references scanned among the input
-//!    closure and the outputs, fixed-output hash verified;
+//!    its outputs. A sandbox is required when we are root: without one,
+//!    nothing is built ([`Error::NoSandbox`]);
+//! 3. **checks** the outputs (module `outputs`) once the builder and its
+//!    whole PID namespace are gone, while they are still in the scratch
+//!    store: present, the build user's, copied to fresh inodes if fixed
+//!    (module `fresh`), canonical (then ours), hashed, references scanned
+//!    among the input closure and the outputs, fixed-output hash
+//!    verified; only then are they moved into the real store;
 //! 4. **registers** all outputs of a derivation in one transaction,
 //!    referenced outputs first, deriver = the `.drv`. On any failure the
 //!    outputs are deleted and nothing is registered.
@@ -267,6 +271,12 @@ pub enum Error {
     /// missing).
     #[error("cannot show the store at its logical path: {0}")]
     Sandbox(String),
+    /// We are root and no sandbox can be made (programs missing, or
+    /// namespaces not allowed): builders are never run as root.
+    #[error(
+        "cannot isolate builds: {0}; refusing to run builders as root without a sandbox (install util-linux's unshare, mount, setpriv and setsid, and allow mount, PID, IPC, UTS and network namespaces)"
+    )]
+    NoSandbox(String),
 }
 
 fn io_at(path: &Path) -> impl FnOnce(io::Error) -> Error + '_ {

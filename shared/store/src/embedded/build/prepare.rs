@@ -38,9 +38,8 @@ pub(super) enum Mode {
 
 impl Mode {
     /// Sandboxes if they can be made here (`needed`: something will be
-    /// built; else nothing is probed). Otherwise direct builds, with a
-    /// warning — or an error if the store's real directory is not its
-    /// logical one.
+    /// built; else nothing is probed). Otherwise ([`fallback`]) direct
+    /// builds with a warning, or an error.
     pub(super) fn choose(store: &EmbeddedStore, needed: bool) -> Result<Self, Error> {
         if !needed {
             return Ok(Self::Direct);
@@ -64,17 +63,30 @@ impl Mode {
                     user,
                 })
             }
-            Err(why) if local.real_dir() != Path::new(local.store_dir().as_str()) => {
-                Err(Error::Sandbox(why))
-            }
-            Err(why) => {
-                tracing::warn!(
-                    "builds are not isolated: {why}; builders run as this user, see the whole file system and network, and write to the store directly"
-                );
-                Ok(Self::Direct)
-            }
+            Err(why) => fallback(
+                why,
+                user,
+                local.real_dir() == Path::new(local.store_dir().as_str()),
+            ),
         }
     }
+}
+
+/// When no sandbox can be made (`why`): direct builds, with a warning —
+/// unless we are root (a builder would run as root, with the run of the
+/// machine) or the store's real directory is not its logical one
+/// (`in_place` false), which are errors.
+fn fallback(why: String, user: User, in_place: bool) -> Result<Mode, Error> {
+    if let User::Build { .. } = user {
+        return Err(Error::NoSandbox(why));
+    }
+    if !in_place {
+        return Err(Error::Sandbox(why));
+    }
+    tracing::warn!(
+        "builds are not isolated: {why}; builders run as this user, see the whole file system and network, and write to the store directly"
+    );
+    Ok(Mode::Direct)
 }
 
 /// Everything the build task of `node` needs.
@@ -294,5 +306,36 @@ pub(super) fn remove_outputs(store: &LocalStore, outputs: &BTreeMap<String, Stor
         if let Err(e) = atomic::remove_tree(&real) {
             tracing::warn!("cannot remove {}: {e}", real.display());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_never_builds_without_a_sandbox() {
+        let root = User::Build {
+            uid: 30001,
+            gid: 30001,
+        };
+        for in_place in [true, false] {
+            let err = fallback("`setpriv` is missing".to_owned(), root, in_place)
+                .err()
+                .expect("refused");
+            let text = err.to_string();
+            assert!(
+                text.contains("`setpriv` is missing") && text.contains("as root"),
+                "{text}"
+            );
+        }
+        assert!(matches!(
+            fallback("no namespaces".to_owned(), User::MapRoot, true),
+            Ok(Mode::Direct)
+        ));
+        assert!(matches!(
+            fallback("no namespaces".to_owned(), User::MapRoot, false),
+            Err(Error::Sandbox(_))
+        ));
     }
 }

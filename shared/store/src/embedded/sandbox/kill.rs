@@ -1,44 +1,141 @@
-//! Killing a builder and everything it started.
+//! Killing a builder and everything it started, and knowing that it is
+//! gone.
 //!
 //! The process started is the leader of its own process group. Directly,
 //! killing that group is all that can be done (a child that called
 //! `setsid` escapes it, as under Nix without build users). In a sandbox,
-//! the leader is `unshare`, whose only child is process 1 of the build's
-//! PID namespace: killing that child kills the whole namespace, whatever
-//! sessions or groups its processes made. `unshare --kill-child` would do
-//! it when `unshare` dies, but the parent-death signal is cleared when the
-//! child changes its user (`setpriv --reuid`), so the child is found in
-//! `/proc` and killed through a pid file descriptor (no pid reuse race).
+//! the leader is the outer `unshare`, whose only child is process 1 of the
+//! build's PID namespace: killing that child kills the whole namespace,
+//! whatever sessions or groups its processes made. The child is found in
+//! `/proc` (as soon as the set-up is done, and again when killing) and
+//! held by a pid file descriptor, so that no reused pid is ever signalled.
+//!
+//! Killing is not dying: process 1 of a PID namespace only ends once the
+//! kernel has killed **and reaped** every other process of it, and that
+//! can take a while (large address spaces to free, processes in
+//! uninterruptible sleep). Until then they may still hold the build's
+//! directories. So the init is waited for — until its pid file
+//! descriptor's `/proc/self/fdinfo` shows `Pid: -1`, i.e. it has been
+//! reaped (by `unshare`, which is left alive for that), hence after the
+//! rest of its namespace — for at most [`NAMESPACE_EXIT_LIMIT`];
+//! only then is the process group killed. Whoever cleans up afterwards
+//! asks [`kill_build`] whether the namespace is gone.
 
 use std::fs;
+use std::os::fd::OwnedFd;
+use std::time::{Duration, Instant};
 
 use rustix::process::{Pid, PidfdFlags, Signal};
 
-/// Kill the build whose leader is `leader` (also its process group): its
-/// PID namespace's init first when `namespace`, then the group.
-fn kill_build_blocking(leader: u32, namespace: bool) {
-    if namespace {
-        kill_children(leader);
+/// How long a killed build's PID namespace may take to end.
+pub(crate) const NAMESPACE_EXIT_LIMIT: Duration = Duration::from_secs(30);
+
+/// The processes of one build.
+#[derive(Debug)]
+pub(crate) struct BuildProcesses {
+    /// The leader, also its process group.
+    leader: u32,
+    /// In a PID namespace (a sandbox).
+    namespace: bool,
+    /// The namespace's init, once seen.
+    init: Option<OwnedFd>,
+}
+
+impl BuildProcesses {
+    /// The build led by `leader`, in a PID namespace or not.
+    pub(crate) fn new(leader: u32, namespace: bool) -> Self {
+        Self {
+            leader,
+            namespace,
+            init: None,
+        }
     }
-    let Some(pid) = i32::try_from(leader).ok().and_then(Pid::from_raw) else {
-        return;
+
+    /// Take hold of the namespace's init now (it is running: the set-up
+    /// script it runs said so), so that it can be waited for whatever
+    /// becomes of the leader.
+    pub(crate) fn find_init(&mut self) {
+        if self.namespace && self.init.is_none() {
+            self.init = child_of(self.leader);
+        }
+    }
+
+    /// Kill everything; whether the build's namespace is gone (always
+    /// true for a direct build).
+    fn kill_blocking(mut self) -> bool {
+        let mut gone = true;
+        if self.namespace {
+            self.find_init();
+            if let Some(init) = &self.init {
+                gone = kill_and_wait(init, NAMESPACE_EXIT_LIMIT);
+                if !gone {
+                    tracing::warn!(
+                        pid = self.leader,
+                        "the build's PID namespace did not end within {} seconds of being killed",
+                        NAMESPACE_EXIT_LIMIT.as_secs()
+                    );
+                }
+            }
+        }
+        let Some(pid) = i32::try_from(self.leader).ok().and_then(Pid::from_raw) else {
+            return gone;
+        };
+        match rustix::process::kill_process_group(pid, Signal::KILL) {
+            Ok(()) | Err(rustix::io::Errno::SRCH) => {}
+            Err(e) => tracing::warn!(pgid = self.leader, "cannot kill process group: {e}"),
+        }
+        gone
+    }
+}
+
+/// Kill the build (see [`BuildProcesses`]) without blocking the runtime;
+/// whether its namespace is gone, so that its directories may be touched.
+pub(crate) async fn kill_build(procs: BuildProcesses) -> bool {
+    tokio::task::spawn_blocking(move || procs.kill_blocking())
+        .await
+        .unwrap_or(false)
+}
+
+/// SIGKILL the process of `fd`, then wait (at most `limit`) until it has
+/// been reaped; whether it was.
+fn kill_and_wait(fd: &OwnedFd, limit: Duration) -> bool {
+    match rustix::process::pidfd_send_signal(fd, Signal::KILL) {
+        Ok(()) => {}
+        Err(rustix::io::Errno::SRCH) => return true,
+        Err(e) => tracing::warn!("cannot kill the build's namespace: {e}"),
+    }
+    let deadline = Instant::now() + limit;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        if reaped(fd) {
+            return true;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return false;
+        }
+        std::thread::sleep(pause.min(deadline - now));
+        pause = (pause * 2).min(Duration::from_millis(20));
+    }
+}
+
+/// Whether the process of pid file descriptor `fd` has been reaped: its
+/// `fdinfo` then shows `Pid: -1` (a zombie still has its pid).
+fn reaped(fd: &OwnedFd) -> bool {
+    use std::os::fd::AsRawFd;
+    let Ok(info) = fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd())) else {
+        return false;
     };
-    match rustix::process::kill_process_group(pid, Signal::KILL) {
-        Ok(()) | Err(rustix::io::Errno::SRCH) => {}
-        Err(e) => tracing::warn!(pgid = leader, "cannot kill process group: {e}"),
-    }
+    info.lines()
+        .find_map(|l| l.strip_prefix("Pid:"))
+        .is_some_and(|pid| pid.trim() == "-1")
 }
 
-/// [`kill_build_blocking`] without blocking the runtime.
-pub(crate) async fn kill_build(leader: u32, namespace: bool) {
-    let _ = tokio::task::spawn_blocking(move || kill_build_blocking(leader, namespace)).await;
-}
-
-/// SIGKILL every child of `parent`.
-fn kill_children(parent: u32) {
+/// A pid file descriptor of the (only) child of `parent`.
+fn child_of(parent: u32) -> Option<OwnedFd> {
     let Ok(entries) = fs::read_dir("/proc") else {
-        tracing::warn!("cannot read /proc to kill the build's namespace");
-        return;
+        tracing::warn!("cannot read /proc to find the build's namespace");
+        return None;
     };
     for entry in entries.flatten() {
         let Some(pid) = entry
@@ -59,13 +156,11 @@ fn kill_children(parent: u32) {
         };
         // The fd names one process; it is still the child we saw only if
         // its parent is still `parent` (a reused pid would not be).
-        if parent_of(pid) == Some(parent)
-            && let Err(e) = rustix::process::pidfd_send_signal(&fd, Signal::KILL)
-            && e != rustix::io::Errno::SRCH
-        {
-            tracing::warn!(pid, "cannot kill the build's namespace: {e}");
+        if parent_of(pid) == Some(parent) {
+            return Some(fd);
         }
     }
+    None
 }
 
 /// The parent pid of `pid`, from `/proc/PID/stat` (`pid (comm) state
@@ -80,26 +175,31 @@ fn parse_ppid(stat: &str) -> Option<u32> {
     rest.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// Kills a build when dropped, unless disarmed first (once its leader has
-/// been reaped, its id may be reused).
-pub(crate) struct BuildGuard(Option<(u32, bool)>);
+/// Kills a build when dropped (waiting for its namespace, as
+/// [`kill_build`]), unless its processes were taken first.
+pub(crate) struct BuildGuard(Option<BuildProcesses>);
 
 impl BuildGuard {
-    /// Guard the build led by `leader` (see [`kill_build_blocking`]).
-    pub(crate) fn new(leader: Option<u32>, namespace: bool) -> Self {
-        Self(leader.map(|l| (l, namespace)))
+    /// Guard these processes.
+    pub(crate) fn new(procs: Option<BuildProcesses>) -> Self {
+        Self(procs)
     }
 
-    /// Do nothing when dropped.
-    pub(crate) fn disarm(&mut self) {
-        self.0 = None;
+    /// The processes, if any, to hold the namespace's init already.
+    pub(crate) fn processes(&mut self) -> Option<&mut BuildProcesses> {
+        self.0.as_mut()
+    }
+
+    /// Take the processes, to kill them otherwise.
+    pub(crate) fn take(&mut self) -> Option<BuildProcesses> {
+        self.0.take()
     }
 }
 
 impl Drop for BuildGuard {
     fn drop(&mut self) {
-        if let Some((leader, namespace)) = self.0 {
-            kill_build_blocking(leader, namespace);
+        if let Some(procs) = self.0.take() {
+            procs.kill_blocking();
         }
     }
 }
@@ -120,5 +220,39 @@ mod tests {
     fn the_parent_of_this_process() {
         let me = std::process::id();
         assert_eq!(parent_of(me), Some(std::os::unix::process::parent_id()));
+    }
+
+    #[test]
+    fn waits_until_the_process_is_reaped() {
+        // `sh` is the parent that reaps the `sleep` killed here: the wait
+        // ends once it has, not when the signal is sent.
+        let mut sh = std::process::Command::new("/bin/sh")
+            .args(["-c", "/bin/sleep 30 & wait; /bin/sleep 0.3"])
+            .spawn()
+            .unwrap();
+        let parent = sh.id();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let sleep = loop {
+            if let Some(fd) = child_of(parent) {
+                break fd;
+            }
+            assert!(Instant::now() < deadline, "no child");
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        assert!(!reaped(&sleep));
+        assert!(kill_and_wait(&sleep, Duration::from_secs(5)));
+        assert!(reaped(&sleep));
+        sh.wait().unwrap();
+
+        // A process nobody reaps in time: the wait gives up.
+        let mut orphan = std::process::Command::new("/bin/sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let raw = Pid::from_raw(i32::try_from(orphan.id()).unwrap()).unwrap();
+        let fd = rustix::process::pidfd_open(raw, PidfdFlags::empty()).unwrap();
+        assert!(!kill_and_wait(&fd, Duration::from_millis(100)));
+        orphan.wait().unwrap();
+        assert!(reaped(&fd));
     }
 }

@@ -1,14 +1,15 @@
 //! Starting a builder: in a sandbox (Nix's chroot model), or — only when
-//! namespaces cannot be created — directly.
+//! namespaces cannot be created and we are not root — directly.
 //!
 //! Both ways: the exact environment, stdin `/dev/null`, stdout and stderr
 //! on one pipe, a process group of its own, killed if dropped.
 //!
-//! **Sandbox** (every build, when possible). util-linux `unshare --mount
-//! --propagation private --pid --ipc --uts [--net] --fork --kill-child`
-//! (plus `--user --map-root-user` when we are not root) runs a `/bin/sh`
-//! set-up script (module `script`, written into the build's host-side
-//! sandbox directory, module `scratch`) with a clean environment. It mounts
+//! **Sandbox** (every build, when possible). util-linux `setpriv
+//! --pdeathsig=KILL -- unshare --mount --propagation private --pid --ipc
+//! --uts [--net] --fork --kill-child` (plus `--user --map-root-user` when
+//! we are not root) runs a `/bin/sh` set-up script (module `script`,
+//! written into the build's host-side sandbox directory, module
+//! `scratch`) with a clean environment. It mounts
 //! a tmpfs on `mount_point` (an empty directory under the store's root) and
 //! makes a minimal root in it:
 //!
@@ -17,15 +18,17 @@
 //!   build user, nobody), `group`, and `hosts` (localhost) — or, for a
 //!   fixed-output derivation, the host's `resolv.conf`, `services` and
 //!   `hosts` bound read-only with an `nsswitch.conf` of files and DNS;
-//! * `/dev` with only `null zero full random urandom tty`, the `fd`
-//!   `stdin` `stdout` `stderr` symlinks, a fresh `devpts` on `/dev/pts`
-//!   (`/dev/ptmx` to it) and a tmpfs on `/dev/shm`, as Nix 2.8;
+//! * `/dev` with only `null zero full random urandom`, the `fd` `stdin`
+//!   `stdout` `stderr` symlinks, a fresh `devpts` on `/dev/pts`
+//!   (`/dev/ptmx` to it) and a tmpfs on `/dev/shm`: Nix 2.8's, without
+//!   `tty` (the builder has no controlling terminal, below);
 //! * a fresh `/proc` (of the new PID namespace), an empty `/tmp` (1777);
 //! * at the logical store path the **scratch store**: a directory on the
 //!   store's file system, writable only by the build user (1775, group of
 //!   the build user), into which every path of the input closure is
 //!   bind-mounted **read-only**; the builder creates its outputs there,
-//!   and the job moves them into the real store after the builder is gone;
+//!   and once its namespace is gone the job checks and canonicalises them
+//!   there, then moves them into the real store;
 //! * the build directory at its in-sandbox path (`/build` for Nix,
 //!   `/tmp/guix-build-NAME.drv-0` for Guix).
 //!
@@ -33,32 +36,50 @@
 //! only the loopback interface (brought up, as Nix does); fixed-output
 //! ones keep the host's network. The host name is `localhost`. The script
 //! writes the marker `\2\n` (as Nix's child does) and executes `env -i --
-//! K=V… unshare --root=ROOT --wd=BUILD -- setpriv OPTIONS -- BUILDER ARGS…`:
-//! `setpriv` empties the capability bounding and inheritable sets and sets
-//! `no_new_privs`; when we are root it also switches to the build user
-//! ([`BUILD_UID`]:[`BUILD_GID`], no supplementary groups). The builder thus
-//! holds no capability: it cannot remount, leave its `chroot` (it has no
-//! `CAP_SYS_CHROOT`, and a chrooted process may not create a user
-//! namespace to regain one), or change what it does not own. It is process
-//! 1 of its PID namespace, so everything it leaves dies with it, even
+//! K=V… setsid unshare --root=ROOT --wd=BUILD -- setpriv --pdeathsig=KILL
+//! OPTIONS -- BUILDER ARGS…`: `setsid` makes the builder leave our session,
+//! so it has no controlling terminal (and no way to push input into the
+//! caller's with `TIOCSTI`; as process 1 it is never a group leader, so
+//! `setsid` does not fork); `setpriv` empties the capability bounding and
+//! inheritable sets and sets `no_new_privs`; when we are root it also
+//! switches to the build user ([`BUILD_UID`]:[`BUILD_GID`], no
+//! supplementary groups). The builder thus holds no capability: it cannot
+//! remount, leave its `chroot` (it has no `CAP_SYS_CHROOT`, and a chrooted
+//! process may not create a user namespace to regain one), or change what
+//! it does not own. It is process 1 of its PID namespace, so everything it
+//! leaves dies with it, even
 //! processes that called `setsid`; the namespace's init is killed by pid
-//! file descriptor (module `kill`), since changing its user clears the
-//! parent-death signal `--kill-child` set. Every mount disappears with the
-//! namespace: nothing is mounted on the host.
+//! file descriptor and waited for (module `kill`). Every mount disappears
+//! with the namespace: nothing is mounted on the host.
 //!
-//! Differences from Nix's sandbox: the builder's `argv[0]` is its full
+//! **Parent-death signals.** If we die (a crashed agent), so do our
+//! builds: the outer `setpriv --pdeathsig=KILL` makes `unshare` receive
+//! SIGKILL when its parent goes, and the inner one gives the namespace's
+//! init the same signal when `unshare` goes (changing its user cleared the
+//! one `--kill-child` set). The kernel sends a parent-death signal when
+//! the *thread* that forked the child exits, not the process: builders are
+//! spawned by the thread polling the build task — a runtime worker, which
+//! lives as long as the runtime — never from `spawn_blocking`, whose idle
+//! threads exit (nor may that thread be given up with `block_in_place`).
+//! Between `fork` and `setpriv`'s `prctl` there is a window in which our
+//! death goes unnoticed; the next `open` of the store sweeps what such a
+//! build leaves in `tmp/`.
+//!
+//! Differences from Nix's sandbox: no `/dev/tty` (Nix binds it, though its
+//! builder has no terminal either), the builder's `argv[0]` is its full
 //! path (`setpriv` executes it so), a builder killed by SIGKILL shows as
 //! exit code 1 (`unshare` cannot re-raise SIGKILL), and one build user
 //! serves every build (their PID namespaces keep them apart).
 //!
 //! **Direct** (the fallback when a probe shows that the namespaces cannot
-//! be created, e.g. without unprivileged user namespaces; only possible
-//! when the store's real directory is its logical one, and a warning says
-//! builds are not isolated): the builder is executed as this user with
+//! be created, e.g. without unprivileged user namespaces; only when we are
+//! not root — a builder never runs as root — and the store's real
+//! directory is its logical one, and a warning says builds are not
+//! isolated): the builder is executed as this user with
 //! `argv[0]` = its basename and the build directory as working directory,
 //! as Nix 2.8 does without sandbox, writing its outputs into the real
 //! store. It inherits the caller's umask (Nix sets 022 at start-up; so
-//! should our binaries).
+//! should our binaries) and session: it runs as the caller anyway.
 
 mod kill;
 mod scratch;
@@ -73,7 +94,7 @@ use std::process::Stdio;
 use tokio::net::unix::pipe;
 use tokio::process::{Child, Command};
 
-pub(crate) use self::kill::{BuildGuard, kill_build};
+pub(crate) use self::kill::{BuildGuard, BuildProcesses, NAMESPACE_EXIT_LIMIT, kill_build};
 pub(crate) use self::scratch::{Input, Scratch};
 
 /// The byte the set-up script writes, on a line of its own, just before
@@ -178,6 +199,7 @@ pub(crate) struct Programs {
     ln: PathBuf,
     env: PathBuf,
     setpriv: PathBuf,
+    setsid: PathBuf,
     /// iproute2's `ip`, to bring the loopback interface up (skipped if
     /// missing).
     ip: Option<PathBuf>,
@@ -201,6 +223,7 @@ impl Programs {
             ln: need("ln", "coreutils")?,
             env: need("env", "coreutils")?,
             setpriv: need("setpriv", "util-linux")?,
+            setsid: need("setsid", "util-linux")?,
             ip: find_program("ip"),
             hostname: find_program("hostname"),
         })
@@ -298,8 +321,10 @@ fn sandboxed(spec: &Spec, sb: &Sandbox) -> io::Result<Command> {
     let script = sb.scratch.script();
     std::fs::write(&script, script::setup(spec, sb))?;
     let p = &sb.programs;
-    let mut cmd = Command::new(&p.unshare);
-    cmd.args(unshare_args(sb.user, sb.private_network))
+    let mut cmd = Command::new(&p.setpriv);
+    cmd.args(["--pdeathsig=KILL", "--"])
+        .arg(&p.unshare)
+        .args(unshare_args(sb.user, sb.private_network))
         .args(["--", SHELL])
         .arg(&script)
         .arg(&p.env)
@@ -311,11 +336,13 @@ fn sandboxed(spec: &Spec, sb: &Sandbox) -> io::Result<Command> {
     root_arg.push(&sb.mount_point);
     let mut wd_arg = OsString::from("--wd=");
     wd_arg.push(&sb.build_dir_inside);
-    cmd.arg(&p.unshare)
+    cmd.arg(&p.setsid)
+        .arg(&p.unshare)
         .arg(root_arg)
         .arg(wd_arg)
         .arg("--")
-        .arg(&p.setpriv);
+        .arg(&p.setpriv)
+        .arg("--pdeathsig=KILL");
     if let User::Build { uid, gid } = sb.user {
         cmd.arg(format!("--reuid={uid}"))
             .arg(format!("--regid={gid}"))

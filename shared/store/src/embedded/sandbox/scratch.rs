@@ -9,18 +9,23 @@
 //! remove ours. It holds one mount point per input path — a directory or
 //! an empty file, on which the set-up script binds the real item
 //! read-only; a symlink item is copied instead (a bind would follow it).
-//! Nothing in it is trusted: after the builder is gone only its outputs
-//! are moved out (and then checked like any build result), and the rest
-//! is deleted.
+//! Nothing in it is trusted: once the builder's namespace is gone its
+//! outputs are checked and canonicalised where they are (a fixed output
+//! after being copied into `fresh/`, module `fresh`), only then moved
+//! into the store, and the rest is deleted (without following symlinks,
+//! `offload_files::atomic::remove_tree`).
 
 use std::fs;
 use std::io;
+use std::os::fd::AsFd;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use offload_files::atomic;
+use rustix::fs::{FileType, Mode, OFlags};
 
 use super::User;
+use crate::embedded::canonical::{fd_path, set_store_mtime};
 
 /// One input path, bound read-only at `STORE/base`.
 pub(crate) struct Input {
@@ -34,6 +39,8 @@ pub(crate) struct Input {
 pub(crate) struct Scratch {
     dir: PathBuf,
     binds: Vec<Input>,
+    /// Left in place when dropped.
+    left: bool,
 }
 
 impl Scratch {
@@ -49,6 +56,7 @@ impl Scratch {
         let mut scratch = Self {
             dir,
             binds: Vec::new(),
+            left: false,
         };
         // On error, dropping it removes it.
         scratch.binds = scratch.fill(inputs, user)?;
@@ -85,6 +93,11 @@ impl Scratch {
         self.dir.join("store")
     }
 
+    /// Where a fixed output's fresh copy is made (a directory of ours).
+    pub(crate) fn fresh(&self) -> PathBuf {
+        self.dir.join("fresh")
+    }
+
     /// Where the set-up script is written.
     pub(crate) fn script(&self) -> PathBuf {
         self.dir.join("setup.sh")
@@ -95,26 +108,58 @@ impl Scratch {
         &self.binds
     }
 
-    /// Move output `base`, if the builder made it, to `real` in the real
-    /// store (replacing an invalid leftover there). Only once the builder
-    /// and its namespace are gone.
-    pub(crate) fn take_output(&self, base: &str, real: &Path) -> io::Result<()> {
-        let made = self.store().join(base);
-        match fs::symlink_metadata(&made) {
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(e),
-        }
+    /// Leave the directory in place (its builder's processes may still
+    /// use it; the next `open` of the store sweeps it).
+    pub(crate) fn leave(mut self) {
+        self.left = true;
+    }
+
+    /// Move a checked, canonical output from `from` (in this directory)
+    /// to `real` in the real store, replacing an invalid leftover there.
+    /// Only once the builder and its namespace are gone.
+    pub(crate) fn take_output(&self, from: &Path, real: &Path) -> io::Result<()> {
         atomic::remove_tree(real)?;
-        fs::rename(&made, real)
+        let fd = rustix::fs::open(
+            from,
+            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        let is_dir =
+            FileType::from_raw_mode(rustix::fs::fstat(&fd)?.st_mode) == FileType::Directory;
+        // Moving a directory to another parent rewrites its `..`, which
+        // needs write permission on it: a canonical (0555) directory lends
+        // it to its owner for the move, unless we are root.
+        let lend = is_dir && !rustix::process::geteuid().is_root();
+        let mode = |m| rustix::fs::chmod(fd_path(fd.as_fd()), Mode::from_raw_mode(m));
+        if lend {
+            mode(0o755)?;
+        }
+        let moved = fs::rename(from, real);
+        if lend {
+            mode(0o555)?;
+        }
+        moved?;
+        if is_dir {
+            // In case the move touched its times.
+            let parent = real.parent().unwrap_or(Path::new("/"));
+            let name = real.file_name().unwrap_or_default();
+            let dir = rustix::fs::open(parent, OFlags::PATH | OFlags::DIRECTORY, Mode::empty())?;
+            set_store_mtime(dir.as_fd(), name)?;
+        }
+        Ok(())
     }
 }
 
 /// Deletes the whole directory, with whatever the builder left there (on
 /// every path, cancellation included; from the host the mount points are
-/// plain directories and files, so nothing is deleted through them).
+/// plain directories and files, so nothing is deleted through them) —
+/// unless left in place.
 impl Drop for Scratch {
     fn drop(&mut self) {
+        if self.left {
+            tracing::warn!("leaving {} in place", self.dir.display());
+            return;
+        }
         if let Err(e) = atomic::remove_tree(&self.dir) {
             tracing::warn!("cannot remove {}: {e}", self.dir.display());
         }
@@ -153,12 +198,21 @@ mod tests {
 
         fs::write(store.join("ddd-out"), b"built").unwrap();
         let out = real.join("ddd-out");
-        scratch.take_output("ddd-out", &out).unwrap();
+        scratch.take_output(&store.join("ddd-out"), &out).unwrap();
         assert_eq!(fs::read(&out).unwrap(), b"built");
+        // A canonical directory, over a leftover.
+        fs::create_dir(store.join("eee-dir")).unwrap();
+        fs::write(store.join("eee-dir/f"), b"x").unwrap();
+        fs::set_permissions(store.join("eee-dir"), fs::Permissions::from_mode(0o555)).unwrap();
+        fs::create_dir(real.join("eee-dir")).unwrap();
         scratch
-            .take_output("eee-missing", &real.join("eee"))
+            .take_output(&store.join("eee-dir"), &real.join("eee-dir"))
             .unwrap();
-        assert!(!real.join("eee").exists());
+        assert_eq!(fs::read(real.join("eee-dir/f")).unwrap(), b"x");
+        let meta = fs::metadata(real.join("eee-dir")).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o7777, 0o555);
+        assert_eq!(std::os::unix::fs::MetadataExt::mtime(&meta), 1);
+        fs::set_permissions(real.join("eee-dir"), fs::Permissions::from_mode(0o755)).unwrap();
         drop(scratch);
         assert!(!tmp.path().join("s").exists());
     }

@@ -11,8 +11,9 @@ use super::{Sandbox, Spec, User};
 /// Host directories shown read-only in the sandbox (or their symlinks).
 const HOST_DIRS: [&str; 7] = ["bin", "sbin", "lib", "lib32", "lib64", "libx32", "usr"];
 
-/// Device nodes bound into the sandbox's `/dev`, as Nix 2.8.
-const DEV_NODES: [&str; 6] = ["full", "null", "random", "tty", "urandom", "zero"];
+/// Device nodes bound into the sandbox's `/dev`: Nix 2.8's without `tty`,
+/// which would be the caller's terminal.
+const DEV_NODES: [&str; 5] = ["full", "null", "random", "urandom", "zero"];
 
 /// The host's files a fixed-output derivation sees, as in Nix.
 const NETWORK_FILES: [&str; 3] = ["/etc/resolv.conf", "/etc/services", "/etc/hosts"];
