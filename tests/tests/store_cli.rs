@@ -49,6 +49,40 @@ fn import_drv_closure(nix: &IsolatedNix, embedded: &std::path::Path, drv: &str) 
     );
 }
 
+/// A derivation made by Nix from `expr`, with its closure imported into a
+/// fresh embedded store named in Nix's store directory.
+struct Fixture {
+    nix: IsolatedNix,
+    embedded: TempDir,
+    drv: String,
+}
+
+impl Fixture {
+    fn new(expr: &str) -> Self {
+        let nix = IsolatedNix::new();
+        let drv = nix.instantiate(expr);
+        let embedded = TempDir::new().expect("tempdir");
+        import_drv_closure(&nix, embedded.path(), &drv);
+        Self { nix, embedded, drv }
+    }
+
+    fn store_dir(&self) -> String {
+        s(&self.nix.store_dir()).to_owned()
+    }
+
+    fn embedded_spec(&self) -> String {
+        format!("embedded:{}", s(self.embedded.path()))
+    }
+
+    /// The embedded store and the running daemon (keep the guard).
+    fn both_specs(&self) -> [String; 2] {
+        [
+            self.embedded_spec(),
+            format!("nix-daemon:{}", s(&self.nix.socket())),
+        ]
+    }
+}
+
 #[test]
 fn agent_build_prints_the_outputs_nix_would_build() {
     let nix = IsolatedNix::new();
@@ -112,20 +146,14 @@ fn agent_build_prints_the_outputs_nix_would_build() {
 
 #[test]
 fn agent_build_failures_exit_100_with_nix_s_message() {
-    let nix = IsolatedNix::new();
-    let drv = nix.instantiate(&IsolatedNix::sh_derivation(
+    let f = Fixture::new(&IsolatedNix::sh_derivation(
         "fails",
         "echo before-failing; exit 7",
     ));
-    let embedded = TempDir::new().expect("tempdir");
-    import_drv_closure(&nix, embedded.path(), &drv);
-    let store_dir = nix.store_dir();
-    let _daemon = nix.start_daemon();
-    for spec in [
-        format!("embedded:{}", s(embedded.path())),
-        format!("nix-daemon:{}", s(&nix.socket())),
-    ] {
-        let out = agent_build(&spec, s(&store_dir), &drv);
+    let (drv, store_dir) = (&f.drv, f.store_dir());
+    let _daemon = f.nix.start_daemon();
+    for spec in f.both_specs() {
+        let out = agent_build(&spec, &store_dir, drv);
         assert_eq!(out.status.code(), Some(100), "{spec}");
         assert!(out.stdout.is_empty());
         let err = String::from_utf8_lossy(&out.stderr);
@@ -136,40 +164,30 @@ fn agent_build_failures_exit_100_with_nix_s_message() {
         );
     }
     // Not a derivation of this store: a clear error, exit 2.
-    let out = agent_build(
-        &format!("embedded:{}", s(embedded.path())),
-        "/gnu/store",
-        &drv,
-    );
+    let out = agent_build(&f.embedded_spec(), "/gnu/store", drv);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a derivation in /gnu/store"));
 }
 
 #[test]
 fn agent_build_timeouts_exit_101_through_the_daemon_and_embedded() {
-    let nix = IsolatedNix::new();
-    let drv = nix.instantiate(&IsolatedNix::sh_derivation(
+    let f = Fixture::new(&IsolatedNix::sh_derivation(
         "silent",
         "echo going-quiet; exec /bin/sleep 30",
     ));
-    let embedded = TempDir::new().expect("tempdir");
-    import_drv_closure(&nix, embedded.path(), &drv);
-    let store_dir = nix.store_dir();
-    let _daemon = nix.start_daemon();
-    for spec in [
-        format!("embedded:{}", s(embedded.path())),
-        format!("nix-daemon:{}", s(&nix.socket())),
-    ] {
+    let (drv, store_dir) = (&f.drv, f.store_dir());
+    let _daemon = f.nix.start_daemon();
+    for spec in f.both_specs() {
         let out = offload("offload-agent")
             .args([
                 "build",
                 "--store",
                 &spec,
                 "--store-dir",
-                s(&store_dir),
+                &store_dir,
                 "--max-silent-time",
                 "1",
-                &drv,
+                drv,
             ])
             .output()
             .expect("offload-agent build");
