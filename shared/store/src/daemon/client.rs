@@ -79,7 +79,10 @@ impl Default for Options {
     }
 }
 
-type Logger = Box<dyn FnMut(LogEvent) + Send>;
+type BoxedLogger = Box<dyn FnMut(LogEvent) + Send>;
+
+/// Where one call's log goes.
+pub type Logger<'a> = &'a mut (dyn FnMut(LogEvent) + Send);
 
 /// A handshaken connection to a daemon.
 pub struct DaemonClient<S> {
@@ -88,7 +91,7 @@ pub struct DaemonClient<S> {
     daemon_version: u32,
     minor: u32,
     daemon_release: Option<String>,
-    log: Logger,
+    log: BoxedLogger,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> DaemonClient<S> {
@@ -191,6 +194,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> DaemonClient<S> {
     async fn call(&mut self, req: &Request, io: Io<'_>) -> Result<(), Error> {
         req.send(&mut self.stream).await?;
         self.finish(io).await
+    }
+
+    /// `call`, with the daemon's log going to `log` when given.
+    async fn call_logged(&mut self, req: &Request, log: Option<Logger<'_>>) -> Result<(), Error> {
+        match log {
+            None => self.call(req, Io::none()).await,
+            Some(log) => {
+                req.send(&mut self.stream).await?;
+                stderr::process(&mut self.stream, self.dialect, self.minor, log, Io::none()).await
+            }
+        }
     }
 
     /// Set the options of this connection.
@@ -358,6 +372,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> DaemonClient<S> {
     /// Build the derivations `drvs` (all their outputs) and items `paths`.
     /// Build logs go to the logger as they arrive.
     pub async fn build_paths(&mut self, drvs: &[&str], mode: BuildMode) -> Result<(), Error> {
+        self.build_paths_logged(drvs, mode, None).await
+    }
+
+    /// [`build_paths`](Self::build_paths), with this call's log going to
+    /// `log` (called as each message arrives) instead of the connection's
+    /// logger.
+    pub async fn build_paths_logged(
+        &mut self,
+        drvs: &[&str],
+        mode: BuildMode,
+        log: Option<Logger<'_>>,
+    ) -> Result<(), Error> {
         let mut req = Request::new(op::BUILD_PATHS);
         match self.dialect {
             // Nix ≥ 1.30 takes derived paths; `drv!*` asks for every output.
@@ -381,7 +407,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> DaemonClient<S> {
         if self.minor >= 15 {
             req.u64(mode as u64);
         }
-        self.call(&req, Io::none()).await?;
+        self.call_logged(&req, log).await?;
         wire::read_u64(&mut self.stream).await?;
         Ok(())
     }
@@ -394,13 +420,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> DaemonClient<S> {
         drvs: &[&str],
         mode: BuildMode,
     ) -> Result<Vec<DaemonBuildResult>, Error> {
+        self.build_paths_with_results_logged(drvs, mode, None).await
+    }
+
+    /// [`build_paths_with_results`](Self::build_paths_with_results), with
+    /// this call's log going to `log` as it arrives.
+    pub async fn build_paths_with_results_logged(
+        &mut self,
+        drvs: &[&str],
+        mode: BuildMode,
+        log: Option<Logger<'_>>,
+    ) -> Result<Vec<DaemonBuildResult>, Error> {
         if self.dialect != Dialect::Nix || self.minor < 34 {
             return Err(Error::Unsupported(self.dialect, "build-paths-with-results"));
         }
         let mut req = Request::new(op::BUILD_PATHS_WITH_RESULTS);
         let wanted: Vec<String> = drvs.iter().map(|d| format!("{d}!*")).collect();
         req.strings(&wanted).u64(mode as u64);
-        self.call(&req, Io::none()).await?;
+        self.call_logged(&req, log).await?;
         let s = &mut self.stream;
         let count = wire::read_u64(s).await?;
         if count != drvs.len() as u64 {

@@ -17,7 +17,7 @@ mod tests;
 mod transport;
 mod wire;
 
-pub use client::{BuildMode, DaemonBuildResult, DaemonClient, Options};
+pub use client::{BuildMode, DaemonBuildResult, DaemonClient, Logger, Options};
 pub use proto::{Dialect, GUIX_PROTOCOL, NIX_PROTOCOL};
 pub use stderr::LogEvent;
 pub use transport::{ChildIo, Connection, connect_unix, spawn_stdio};

@@ -12,13 +12,12 @@
 //! overwrite (as Nix shows it); a line longer than [`MAX_LINE`] is cut
 //! there.
 
-use std::io;
+use std::io::{self, BufWriter, Write};
 use std::process::ExitStatus;
 use std::time::Duration;
 
-use std::io::{BufWriter, Write};
-
 use tokio::io::AsyncReadExt;
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::sandbox::{self, BuildGuard, BuildProcesses, Isolation, SETUP_DONE, Spec};
@@ -60,14 +59,17 @@ pub(crate) enum Ended {
 #[derive(Debug)]
 pub(crate) struct Lingering;
 
-/// Run the builder of `spec`; each complete log line goes to `line`, and
-/// all its output to `log`. How it ended, once everything it started is
-/// gone.
+/// Run the builder of `spec`; each complete log line goes to `lines`
+/// tagged with `index`, and all its output to `log`. The channel is
+/// bounded: a slow reader of the log slows the builder down (its pipe
+/// fills) instead of filling memory. How it ended, once everything it
+/// started is gone.
 pub(crate) async fn run(
     spec: &Spec,
     limits: Limits,
     log: std::fs::File,
-    line: &mut (dyn FnMut(Vec<u8>) + Send),
+    lines: &mpsc::Sender<(usize, Vec<u8>)>,
+    index: usize,
 ) -> Result<Ended, Lingering> {
     let namespaced = matches!(spec.isolation, Isolation::Sandbox(_));
     let (mut child, mut output) = match sandbox::spawn(spec) {
@@ -86,7 +88,7 @@ pub(crate) async fn run(
     };
     let mut guard = BuildGuard::new(child.id().map(|l| BuildProcesses::new(l, namespaced)));
     let mut log = LogFile::new(log);
-    let mut lines = LineSplitter::default();
+    let mut splitter = LineSplitter::default();
     let mut setup = namespaced.then(Vec::new);
     let started = Instant::now();
     let mut last_output = started;
@@ -135,12 +137,21 @@ pub(crate) async fn run(
         }
         total += data.len() as u64;
         log.write(data);
-        lines.push(data, line);
+        let mut complete = Vec::new();
+        splitter.push(data, &mut |l| complete.push(l));
+        for l in complete {
+            // A closed channel means nobody listens any more: keep building.
+            let _ = lines.send((index, l)).await;
+        }
         if limits.max_log_size.is_some_and(|max| total > max) {
             break Ended::LogTooLong;
         }
     };
-    lines.finish(line);
+    let mut last = Vec::new();
+    splitter.finish(&mut |l| last.push(l));
+    for l in last {
+        let _ = lines.send((index, l)).await;
+    }
     log.finish();
     let gone = match guard.take() {
         Some(procs) => sandbox::kill_build(procs).await,

@@ -48,40 +48,25 @@ pub(super) async fn daemon_build(
             continue;
         }
         events(BuildEvent::Started { drv: drv.clone() });
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        client.set_logger(move |e| {
-            let _ = tx.send(e);
-        });
         let printed_drv = drv.to_string();
         let one = [printed_drv.as_str()];
         // Guix sends build logs as plain messages; Nix as build-log results.
         let guix = client.dialect() == Dialect::Guix;
         let with_results = !guix && client.daemon_version() & 0xff >= 34;
-        let outcome = {
-            let build = async {
-                if with_results {
-                    let mut r = client
-                        .build_paths_with_results(&one, BuildMode::Normal)
-                        .await?;
-                    Ok(r.pop().map(|r| nix_status(r.status, r.error)))
-                } else {
-                    client
-                        .build_paths(&one, BuildMode::Normal)
-                        .await
-                        .map(|()| None)
-                }
-            };
-            tokio::pin!(build);
-            loop {
-                tokio::select! {
-                    res = &mut build => break res,
-                    Some(e) = rx.recv() => forward(drv, e, guix, events),
-                }
-            }
+        // Log lines reach `events` as the daemon sends them: a slow reader
+        // slows the daemon's connection down, nothing piles up here.
+        let mut log = |e: LogEvent| forward(drv, e, guix, events);
+        let outcome = if with_results {
+            client
+                .build_paths_with_results_logged(&one, BuildMode::Normal, Some(&mut log))
+                .await
+                .map(|mut r| r.pop().map(|r| nix_status(r.status, r.error)))
+        } else {
+            client
+                .build_paths_logged(&one, BuildMode::Normal, Some(&mut log))
+                .await
+                .map(|()| None)
         };
-        while let Ok(e) = rx.try_recv() {
-            forward(drv, e, guix, events);
-        }
         let (status, message) = match outcome {
             Ok(None) => (BuildStatus::Built, None),
             Ok(Some(result)) => result,

@@ -44,7 +44,7 @@ pub(super) struct Job {
 }
 
 impl Job {
-    pub(super) async fn run(self, index: usize, lines: mpsc::UnboundedSender<Line>) -> Finished {
+    pub(super) async fn run(self, index: usize, lines: mpsc::Sender<Line>) -> Finished {
         let Self {
             goal,
             spec,
@@ -53,10 +53,7 @@ impl Job {
             check,
             keep_failed,
         } = self;
-        let mut send = |line: Vec<u8>| {
-            let _ = lines.send((index, line));
-        };
-        let ended = runner::run(&spec, limits, log, &mut send).await;
+        let ended = runner::run(&spec, limits, log, &lines, index).await;
         // The builder and its namespace are gone: what it left may be read.
         let Spec {
             build_dir,

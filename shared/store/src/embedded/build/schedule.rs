@@ -14,6 +14,9 @@ use super::{BuildEvent, BuildOptions, BuildStatus, Error};
 use crate::db::Registration;
 use crate::embedded::EmbeddedStore;
 
+/// Log lines buffered between the builders and the reader of the events.
+const LOG_LINES_IN_FLIGHT: usize = 1024;
+
 /// Runs the planned nodes.
 pub(super) struct Scheduler<'a> {
     store: &'a mut EmbeddedStore,
@@ -48,7 +51,8 @@ impl<'a> Scheduler<'a> {
         mut self,
         events: &mut (dyn FnMut(BuildEvent) + Send),
     ) -> Result<Vec<Node>, Error> {
-        let (tx, mut rx) = mpsc::unbounded_channel::<Line>();
+        // Bounded: builders wait while the log's reader catches up.
+        let (tx, mut rx) = mpsc::channel::<Line>(LOG_LINES_IN_FLIGHT);
         loop {
             self.start_ready(&tx, events)?;
             if self.running.is_empty() {
@@ -117,7 +121,7 @@ impl<'a> Scheduler<'a> {
     /// Start what can start; settle what need not run.
     fn start_ready(
         &mut self,
-        tx: &mpsc::UnboundedSender<Line>,
+        tx: &mpsc::Sender<Line>,
         events: &mut (dyn FnMut(BuildEvent) + Send),
     ) -> Result<(), Error> {
         let max_jobs = self.opts.max_jobs.max(1);
