@@ -14,6 +14,8 @@ mod proto;
 mod stderr;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+pub(crate) mod transcript;
 mod transport;
 mod wire;
 

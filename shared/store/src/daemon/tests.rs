@@ -4,73 +4,11 @@
 //! in-memory pipe checks every byte the client sends and answers with the
 //! bytes a Guix daemon sends.
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+use tokio::io::DuplexStream;
 
-use super::wire::Request;
+use super::transcript::*;
 use super::*;
 use offload_core::store_path::StorePath;
-
-/// One step of a transcript.
-enum Step {
-    /// The client must send exactly these bytes.
-    Expect(Vec<u8>),
-    /// The daemon sends these bytes.
-    Send(Vec<u8>),
-}
-
-fn bytes(build: impl FnOnce(&mut Request)) -> Vec<u8> {
-    let mut r = Request::default();
-    build(&mut r);
-    r.0
-}
-
-fn expect(build: impl FnOnce(&mut Request)) -> Step {
-    Step::Expect(bytes(build))
-}
-
-fn send(build: impl FnOnce(&mut Request)) -> Step {
-    Step::Send(bytes(build))
-}
-
-const LAST: u64 = 0x616c_7473;
-const NEXT: u64 = 0x6f6c_6d67;
-const ERROR: u64 = 0x6378_7470;
-const READ: u64 = 0x6461_7461;
-const WRITE: u64 = 0x6461_7416;
-
-/// The Guix handshake: magic, 0x163, client version, no affinity, no
-/// reserved space, then LAST.
-fn guix_handshake() -> Vec<Step> {
-    vec![
-        expect(|r| {
-            r.u64(0x6e69_7863);
-        }),
-        send(|r| {
-            r.u64(0x6478_696f).u64(0x163);
-        }),
-        expect(|r| {
-            r.u64(0x163).u64(0).u64(0);
-        }),
-        send(|r| {
-            r.u64(LAST);
-        }),
-    ]
-}
-
-async fn play(mut peer: DuplexStream, steps: Vec<Step>) {
-    for (i, step) in steps.into_iter().enumerate() {
-        match step {
-            Step::Expect(want) => {
-                let mut got = vec![0u8; want.len()];
-                peer.read_exact(&mut got)
-                    .await
-                    .unwrap_or_else(|e| panic!("step {i}: reading the client: {e}"));
-                assert_eq!(got, want, "step {i}: the client sent other bytes");
-            }
-            Step::Send(b) => peer.write_all(&b).await.expect("write to the client"),
-        }
-    }
-}
 
 /// Run `f` on a client handshaken with a peer that plays `steps`.
 async fn with_guix<F, T>(steps: Vec<Step>, f: F) -> T

@@ -27,6 +27,8 @@ use crate::sync_io::{BlockingReader, BlockingWriter};
 mod daemon_build;
 mod nix_import;
 mod order;
+#[cfg(test)]
+mod tests;
 
 use daemon_build::daemon_build;
 use nix_import::import_nix;
