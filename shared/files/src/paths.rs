@@ -32,3 +32,27 @@ pub fn find_program(program: &str) -> Option<PathBuf> {
         .map(|d| d.join(program))
         .find(|p| p.is_file())
 }
+
+/// The Guix daemon's socket: `$GUIX_DAEMON_SOCKET`, or
+/// `/var/guix/daemon-socket/socket`.
+pub fn guix_daemon_socket() -> PathBuf {
+    non_empty_var("GUIX_DAEMON_SOCKET")
+        .unwrap_or_else(|| PathBuf::from("/var/guix/daemon-socket/socket"))
+}
+
+/// Guix's state directory: `$GUIX_STATE_DIRECTORY`, or `/var/guix`.
+pub fn guix_state_dir() -> PathBuf {
+    non_empty_var("GUIX_STATE_DIRECTORY").unwrap_or_else(|| PathBuf::from("/var/guix"))
+}
+
+/// The directory of Guix's database: `$GUIX_DATABASE_DIRECTORY`, or the
+/// state directory's `db`.
+pub fn guix_database_dir() -> PathBuf {
+    non_empty_var("GUIX_DATABASE_DIRECTORY").unwrap_or_else(|| guix_state_dir().join("db"))
+}
+
+fn non_empty_var(name: &str) -> Option<PathBuf> {
+    std::env::var_os(name)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+}

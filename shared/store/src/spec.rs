@@ -3,12 +3,10 @@
 use std::path::PathBuf;
 use std::str::FromStr;
 
-/// The Guix daemon's socket unless `GUIX_DAEMON_SOCKET` says otherwise.
-pub const GUIX_DAEMON_SOCKET: &str = "/var/guix/daemon-socket/socket";
+use offload_files::paths;
+
 /// The Nix daemon's socket.
 pub const NIX_DAEMON_SOCKET: &str = "/nix/var/nix/daemon-socket/socket";
-/// Guix's state directory (its database is `db/db.sqlite` below it).
-pub const GUIX_STATE_DIR: &str = "/var/guix";
 
 /// A store named on the command line.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,24 +44,17 @@ impl FromStr for StoreSpec {
             None => Ok(default),
         };
         match kind {
-            "guix-daemon" => path(
-                std::env::var_os("GUIX_DAEMON_SOCKET")
-                    .map_or_else(|| GUIX_DAEMON_SOCKET.into(), PathBuf::from),
-            )
-            .map(Self::GuixDaemon),
+            "guix-daemon" => path(paths::guix_daemon_socket()).map(Self::GuixDaemon),
             "nix-daemon" => path(NIX_DAEMON_SOCKET.into()).map(Self::NixDaemon),
             "embedded" => match arg {
                 Some(a) if !a.is_empty() => Ok(Self::Embedded(a.into())),
                 _ => Err("embedded needs its directory: embedded:DIR".into()),
             },
             "local" => match arg {
-                None => {
-                    let state_dir = std::env::var_os("GUIX_STATE_DIRECTORY")
-                        .map_or_else(|| GUIX_STATE_DIR.into(), PathBuf::from);
-                    let db_dir = std::env::var_os("GUIX_DATABASE_DIRECTORY")
-                        .map_or_else(|| state_dir.join("db"), PathBuf::from);
-                    Ok(Self::Local { state_dir, db_dir })
-                }
+                None => Ok(Self::Local {
+                    state_dir: paths::guix_state_dir(),
+                    db_dir: paths::guix_database_dir(),
+                }),
                 Some(_) => path(PathBuf::new()).map(|state_dir| Self::Local {
                     db_dir: state_dir.join("db"),
                     state_dir,
