@@ -29,6 +29,8 @@ fuzz_target!(|data: &[u8]| {
             let _ = c.query_path_info(&path).await;
             let _ = c.query_valid_paths(&["/gnu/store/0123456789abcdfghijklmnpqrsvwxyz-x"]).await;
             let _ = c.build_paths(&["/gnu/store/0123456789abcdfghijklmnpqrsvwxyz-x.drv"], BuildMode::Normal).await;
+            let _ = c.build_paths_with_results(&["/gnu/store/0123456789abcdfghijklmnpqrsvwxyz-x.drv"], BuildMode::Normal).await;
+            let _ = c.query_derivation_outputs("/gnu/store/0123456789abcdfghijklmnpqrsvwxyz-x.drv").await;
             let mut out = Vec::new();
             let _ = c.export_path("/gnu/store/0123456789abcdfghijklmnpqrsvwxyz-x", false, &mut out).await;
             let mut source: &[u8] = b"stream";
