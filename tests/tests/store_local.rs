@@ -513,3 +513,154 @@ fn a_database_of_another_store_directory_is_refused_with_the_fix() {
         "{err}"
     );
 }
+
+/// Direct registration into a Guix-schema store (the hook's case on a Guix
+/// host): the database is Guix's, and the collector's lock is an fcntl
+/// record lock, as guix-daemon takes it (held here by Python's
+/// `fcntl.lockf`, which is fcntl too).
+#[test]
+fn guix_schema_stores_take_the_collectors_fcntl_lock() {
+    use std::io::{BufRead, Write};
+    use std::process::Stdio;
+    let root = TempDir::new().expect("tempdir");
+    let store_dir = root.path().join("store");
+    let state = root.path().join("var");
+    // An embedded store has Guix's layout and schema: create it empty.
+    let out = run_with_input(
+        offload("offload-master").args([
+            "archive",
+            "import",
+            "--no-check-sigs",
+            "--store",
+            &format!("embedded:{}", s(root.path())),
+            "--store-dir",
+            s(&store_dir),
+        ]),
+        &0u64.to_le_bytes(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Two items, the second referring to the first, signed by our key.
+    let keys = TempDir::new().expect("tempdir");
+    offload_tests::key_and_acl(keys.path(), &keys.path().join("acl"));
+    let src = TempDir::new().expect("tempdir");
+    let first = src.path().join("0123456789abcdfghijklmnpqrsvwxyz-first");
+    let second = src.path().join("zyxwvsrqpnmlkjihgfdcba9876543210-second");
+    std::fs::write(&first, b"first\n").expect("write");
+    std::fs::write(
+        &second,
+        format!(
+            "uses {}/0123456789abcdfghijklmnpqrsvwxyz-first\n",
+            s(&store_dir)
+        ),
+    )
+    .expect("write");
+    let stream = run_ok(
+        offload("offload-master")
+            .args(["archive", "export", "--store-dir", s(&store_dir), "--key"])
+            .arg(keys.path().join("signing-key.sec"))
+            .arg(&first)
+            .arg(&second),
+        b"",
+    );
+
+    let mut gc = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import fcntl, sys\nf = open(sys.argv[1], 'a+')\nfcntl.lockf(f, fcntl.LOCK_EX)\nprint('locked', flush=True)\nsys.stdin.read()",
+            s(&state.join("gc.lock")),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3 (python3-minimal)");
+    let mut said = String::new();
+    std::io::BufReader::new(gc.stdout.take().expect("stdout"))
+        .read_line(&mut said)
+        .expect("python");
+    assert_eq!(said.trim(), "locked");
+
+    let mut import = offload("offload-master");
+    import
+        .args(["archive", "import", "--store"])
+        .arg(format!("local:{}", s(&state)))
+        .args(["--store-dir", s(&store_dir), "--acl"])
+        .arg(keys.path().join("acl"))
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = import.spawn().expect("import");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let input = stream.clone();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let mut stderr = std::io::BufReader::new(child.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert_ne!(
+            stderr.read_line(&mut line).expect("stderr"),
+            0,
+            "import ended without waiting"
+        );
+        if line.contains("waiting for the garbage collector") {
+            break;
+        }
+    }
+    let db = rusqlite::Connection::open(state.join("db/db.sqlite")).expect("db");
+    let count = |db: &rusqlite::Connection| -> i64 {
+        db.query_row("select count(*) from ValidPaths", [], |r| r.get(0))
+            .expect("count")
+    };
+    assert_eq!(count(&db), 0, "nothing registered while the collector runs");
+    drop(gc.stdin.take());
+    assert!(gc.wait().expect("python").success());
+    assert!(child.wait().expect("import").success());
+    writer.join().expect("writer");
+
+    // Guix's schema (no `ultimate` column), hashes as sha256:<hex>, a Ref.
+    assert_eq!(count(&db), 2);
+    let columns: Vec<String> = db
+        .prepare("select name from pragma_table_info('ValidPaths')")
+        .expect("columns")
+        .query_map([], |r| r.get(0))
+        .expect("columns")
+        .collect::<Result<_, _>>()
+        .expect("columns");
+    assert!(!columns.iter().any(|c| c == "ultimate"), "{columns:?}");
+    let hash: String = db
+        .query_row(
+            "select hash from ValidPaths where path like '%-first'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("hash");
+    assert!(
+        hash.starts_with("sha256:") && hash.len() == 7 + 64,
+        "{hash}"
+    );
+    let refs: i64 = db
+        .query_row("select count(*) from Refs", [], |r| r.get(0))
+        .expect("refs");
+    assert_eq!(refs, 1);
+    // Exported back from the store, the stream is the same bytes.
+    let again = run_ok(
+        offload("offload-master")
+            .args(["archive", "export", "--store"])
+            .arg(format!("local:{}", s(&state)))
+            .args(["--store-dir", s(&store_dir), "--key"])
+            .arg(keys.path().join("signing-key.sec"))
+            .arg("-r")
+            .arg(format!(
+                "{}/zyxwvsrqpnmlkjihgfdcba9876543210-second",
+                s(&store_dir)
+            )),
+        b"",
+    );
+    offload_tests::assert_bytes_eq("re-exported stream", &again, &stream);
+}
