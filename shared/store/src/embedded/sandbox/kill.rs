@@ -61,53 +61,62 @@ impl BuildProcesses {
     }
 
     /// Kill everything; whether the build's namespace is gone (always
-    /// true for a direct build).
+    /// true for a direct build). Fails closed: a namespace whose init was
+    /// never held counts as gone only once the leader (`unshare`, which
+    /// waits for init) has exited.
     fn kill_blocking(mut self) -> bool {
         let mut gone = true;
         if self.namespace {
             self.find_init();
-            if let Some(init) = &self.init {
-                gone = kill_and_wait(init, NAMESPACE_EXIT_LIMIT);
-                if !gone {
-                    tracing::warn!(
-                        pid = self.leader,
-                        "the build's PID namespace did not end within {} seconds of being killed",
-                        NAMESPACE_EXIT_LIMIT.as_secs()
-                    );
+            gone = match &self.init {
+                Some(init) => kill_and_wait(init, NAMESPACE_EXIT_LIMIT),
+                None => {
+                    kill_leader_group(self.leader);
+                    wait_until(NAMESPACE_EXIT_LIMIT, || has_exited(self.leader))
                 }
+            };
+            if !gone {
+                tracing::warn!(
+                    pid = self.leader,
+                    "the build's PID namespace did not end within {} seconds of being killed",
+                    NAMESPACE_EXIT_LIMIT.as_secs()
+                );
             }
         }
-        let Some(pid) = i32::try_from(self.leader).ok().and_then(Pid::from_raw) else {
-            return gone;
-        };
-        match rustix::process::kill_process_group(pid, Signal::KILL) {
-            Ok(()) | Err(rustix::io::Errno::SRCH) => {}
-            Err(e) => tracing::warn!(pgid = self.leader, "cannot kill process group: {e}"),
-        }
+        kill_leader_group(self.leader);
         gone
     }
 }
 
-/// Kill the build (see [`BuildProcesses`]) without blocking the runtime;
-/// whether its namespace is gone, so that its directories may be touched.
-pub(crate) async fn kill_build(procs: BuildProcesses) -> bool {
-    tokio::task::spawn_blocking(move || procs.kill_blocking())
-        .await
-        .unwrap_or(false)
+/// SIGKILL the process group led by `leader` (what is left outside the
+/// namespace: `setpriv` and `unshare`).
+fn kill_leader_group(leader: u32) {
+    let Some(pid) = i32::try_from(leader).ok().and_then(Pid::from_raw) else {
+        return;
+    };
+    match rustix::process::kill_process_group(pid, Signal::KILL) {
+        Ok(()) | Err(rustix::io::Errno::SRCH) => {}
+        Err(e) => tracing::warn!(pgid = leader, "cannot kill process group: {e}"),
+    }
 }
 
-/// SIGKILL the process of `fd`, then wait (at most `limit`) until it has
-/// been reaped; whether it was.
-fn kill_and_wait(fd: &OwnedFd, limit: Duration) -> bool {
-    match rustix::process::pidfd_send_signal(fd, Signal::KILL) {
-        Ok(()) => {}
-        Err(rustix::io::Errno::SRCH) => return true,
-        Err(e) => tracing::warn!("cannot kill the build's namespace: {e}"),
+/// Whether `pid` has exited (gone, or a zombie waiting to be reaped).
+fn has_exited(pid: u32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rfind(')')
+            .and_then(|i| stat[i + 1..].split_whitespace().next())
+            .is_none_or(|state| state == "Z" || state == "X"),
     }
+}
+
+/// Poll `done` until it holds or `limit` passes; whether it held.
+fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + limit;
     let mut pause = Duration::from_millis(1);
     loop {
-        if reaped(fd) {
+        if done() {
             return true;
         }
         let now = Instant::now();
@@ -119,16 +128,36 @@ fn kill_and_wait(fd: &OwnedFd, limit: Duration) -> bool {
     }
 }
 
-/// Whether the process of pid file descriptor `fd` has been reaped: its
-/// `fdinfo` then shows `Pid: -1` (a zombie still has its pid).
-fn reaped(fd: &OwnedFd) -> bool {
-    use std::os::fd::AsRawFd;
-    let Ok(info) = fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd())) else {
-        return false;
+/// Kill the build (see [`BuildProcesses`]) without blocking the runtime;
+/// whether its namespace is gone, so that its directories may be touched.
+pub(crate) async fn kill_build(procs: BuildProcesses) -> bool {
+    tokio::task::spawn_blocking(move || procs.kill_blocking())
+        .await
+        .unwrap_or(false)
+}
+
+/// SIGKILL the process of `fd` (the namespace's init), then wait (at most
+/// `limit`) until it has exited. An init exits only after every other
+/// process of its namespace is gone, which is what matters here.
+fn kill_and_wait(fd: &OwnedFd, limit: Duration) -> bool {
+    match rustix::process::pidfd_send_signal(fd, Signal::KILL) {
+        Ok(()) => {}
+        Err(rustix::io::Errno::SRCH) => return true,
+        Err(e) => tracing::warn!("cannot kill the build's namespace: {e}"),
+    }
+    wait_until(limit, || exited(fd))
+}
+
+/// Whether the process of pid file descriptor `fd` has exited: the
+/// descriptor is then readable (Linux ≥ 5.3).
+fn exited(fd: &OwnedFd) -> bool {
+    use rustix::event::{PollFd, PollFlags, poll};
+    let mut fds = [PollFd::new(fd, PollFlags::IN)];
+    let zero = rustix::event::Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
     };
-    info.lines()
-        .find_map(|l| l.strip_prefix("Pid:"))
-        .is_some_and(|pid| pid.trim() == "-1")
+    matches!(poll(&mut fds, Some(&zero)), Ok(n) if n > 0)
 }
 
 /// A pid file descriptor of the (only) child of `parent`.
@@ -223,9 +252,7 @@ mod tests {
     }
 
     #[test]
-    fn waits_until_the_process_is_reaped() {
-        // `sh` is the parent that reaps the `sleep` killed here: the wait
-        // ends once it has, not when the signal is sent.
+    fn waits_until_the_process_has_exited() {
         let mut sh = std::process::Command::new("/bin/sh")
             .args(["-c", "/bin/sleep 30 & wait; /bin/sleep 0.3"])
             .spawn()
@@ -239,20 +266,13 @@ mod tests {
             assert!(Instant::now() < deadline, "no child");
             std::thread::sleep(Duration::from_millis(10));
         };
-        assert!(!reaped(&sleep));
+        assert!(!exited(&sleep));
         assert!(kill_and_wait(&sleep, Duration::from_secs(5)));
-        assert!(reaped(&sleep));
+        assert!(exited(&sleep));
         sh.wait().unwrap();
-
-        // A process nobody reaps in time: the wait gives up.
-        let mut orphan = std::process::Command::new("/bin/sleep")
-            .arg("30")
-            .spawn()
-            .unwrap();
-        let raw = Pid::from_raw(i32::try_from(orphan.id()).unwrap()).unwrap();
-        let fd = rustix::process::pidfd_open(raw, PidfdFlags::empty()).unwrap();
-        assert!(!kill_and_wait(&fd, Duration::from_millis(100)));
-        orphan.wait().unwrap();
-        assert!(reaped(&fd));
+        assert!(has_exited(parent), "a reaped process has exited");
+        assert!(!has_exited(std::process::id()), "we have not");
+        // A condition that never holds: the wait gives up.
+        assert!(!wait_until(Duration::from_millis(50), || false));
     }
 }
