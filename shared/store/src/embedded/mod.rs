@@ -26,7 +26,7 @@ mod outputs;
 mod runner;
 mod sandbox;
 
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use offload_core::store_path::StoreDir;
@@ -87,9 +87,12 @@ fn sweep(tmp: &Path) {
         let stale = if name.ends_with(".sandbox") {
             true
         } else if name.starts_with("nix-build-") || name.starts_with("guix-build-") {
-            // Not followed: a symlink here is no kept directory.
+            // Not followed: a symlink here is no kept directory. A kept
+            // one is ours and 0755 (a builder can set the mode, not the
+            // owner).
+            let uid = rustix::process::geteuid().as_raw();
             entry.metadata().map_or(true, |m| {
-                !m.is_dir() || m.permissions().mode() & 0o777 != 0o755
+                !m.is_dir() || m.permissions().mode() & 0o777 != 0o755 || m.uid() != uid
             })
         } else {
             false
@@ -153,6 +156,21 @@ mod tests {
             std::fs::set_permissions(t.join(name), std::fs::Permissions::from_mode(mode)).unwrap();
         }
         std::os::unix::fs::symlink(root.join("var"), t.join("nix-build-link-0")).unwrap();
+        // A builder made its own directory look kept: 0755, but not ours.
+        if rustix::process::geteuid().is_root() {
+            std::fs::create_dir_all(t.join("nix-build-forged-0")).unwrap();
+            std::fs::set_permissions(
+                t.join("nix-build-forged-0"),
+                std::fs::Permissions::from_mode(0o755),
+            )
+            .unwrap();
+            rustix::fs::chown(
+                t.join("nix-build-forged-0"),
+                Some(rustix::process::Uid::from_raw(30001)),
+                Some(rustix::process::Gid::from_raw(30001)),
+            )
+            .unwrap();
+        }
         let store = EmbeddedStore::open(root, StoreDir::default()).unwrap();
         let mut left: Vec<String> = std::fs::read_dir(&t)
             .unwrap()

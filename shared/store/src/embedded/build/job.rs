@@ -140,6 +140,13 @@ impl Job {
             }
         };
         let kept_build_dir = if status != BuildStatus::Built && keep_failed {
+            // Ours and 0755 marks a kept directory for the sweep on open:
+            // the build user can set the mode, not the owner.
+            let _ = rustix::fs::chown(
+                &build_dir,
+                Some(rustix::process::geteuid()),
+                Some(rustix::process::getegid()),
+            );
             let _ = fs::set_permissions(&build_dir, fs::Permissions::from_mode(0o755));
             Some(build_dir)
         } else {
