@@ -86,7 +86,17 @@ pub(crate) async fn run(
             )));
         }
     };
-    let mut guard = BuildGuard::new(child.id().map(|l| BuildProcesses::new(l, namespaced)));
+    let lingering = match &spec.isolation {
+        Isolation::Sandbox(sb) => Some(sb.scratch.leave_flag()),
+        Isolation::Direct => None,
+    };
+    let mut guard = BuildGuard::new(child.id().map(|l| {
+        let procs = BuildProcesses::new(l, namespaced);
+        match lingering {
+            Some(flag) => procs.on_lingering(flag),
+            None => procs,
+        }
+    }));
     let mut log = LogFile::new(log);
     let mut splitter = LineSplitter::default();
     let mut setup = namespaced.then(Vec::new);

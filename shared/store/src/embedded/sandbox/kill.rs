@@ -23,6 +23,8 @@
 
 use std::fs;
 use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use rustix::process::{Pid, PidfdFlags, Signal};
@@ -39,6 +41,8 @@ pub(crate) struct BuildProcesses {
     namespace: bool,
     /// The namespace's init, once seen.
     init: Option<OwnedFd>,
+    /// Set when the namespace would not end: its directories stay.
+    lingering: Option<Arc<AtomicBool>>,
 }
 
 impl BuildProcesses {
@@ -48,7 +52,15 @@ impl BuildProcesses {
             leader,
             namespace,
             init: None,
+            lingering: None,
         }
+    }
+
+    /// Set `flag` if the namespace does not end when killed (so that a
+    /// directory it may still use is left in place).
+    pub(crate) fn on_lingering(mut self, flag: Arc<AtomicBool>) -> Self {
+        self.lingering = Some(flag);
+        self
     }
 
     /// Take hold of the namespace's init now (it is running: the set-up
@@ -76,6 +88,9 @@ impl BuildProcesses {
                 }
             };
             if !gone {
+                if let Some(flag) = &self.lingering {
+                    flag.store(true, Ordering::SeqCst);
+                }
                 tracing::warn!(
                     pid = self.leader,
                     "the build's PID namespace did not end within {} seconds of being killed",

@@ -20,6 +20,8 @@ use std::io;
 use std::os::fd::AsFd;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use offload_files::atomic;
 use rustix::fs::{FileType, Mode, OFlags};
@@ -39,8 +41,9 @@ pub(crate) struct Input {
 pub(crate) struct Scratch {
     dir: PathBuf,
     binds: Vec<Input>,
-    /// Left in place when dropped.
-    left: bool,
+    /// Left in place when dropped: set by [`leave`](Self::leave), or by
+    /// the kill of a build whose namespace would not end.
+    left: Arc<AtomicBool>,
 }
 
 impl Scratch {
@@ -56,7 +59,7 @@ impl Scratch {
         let mut scratch = Self {
             dir,
             binds: Vec::new(),
-            left: false,
+            left: Arc::new(AtomicBool::new(false)),
         };
         // On error, dropping it removes it.
         scratch.binds = scratch.fill(inputs, user)?;
@@ -110,8 +113,13 @@ impl Scratch {
 
     /// Leave the directory in place (its builder's processes may still
     /// use it; the next `open` of the store sweeps it).
-    pub(crate) fn leave(mut self) {
-        self.left = true;
+    pub(crate) fn leave(self) {
+        self.left.store(true, Ordering::SeqCst);
+    }
+
+    /// The flag that keeps this directory in place when dropped.
+    pub(crate) fn leave_flag(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.left)
     }
 
     /// Move a checked, canonical output from `from` (in this directory)
@@ -156,7 +164,7 @@ impl Scratch {
 /// unless left in place.
 impl Drop for Scratch {
     fn drop(&mut self) {
-        if self.left {
+        if self.left.load(Ordering::SeqCst) {
             tracing::warn!("leaving {} in place", self.dir.display());
             return;
         }
