@@ -16,8 +16,15 @@ fn s(p: &std::path::Path) -> &str {
 }
 
 fn agent_build(store: &str, store_dir: &str, drv: &str) -> Output {
+    agent_build_with(store, store_dir, &[], drv)
+}
+
+/// `offload-agent build --store STORE --store-dir DIR OPTIONS… DRV`.
+fn agent_build_with(store: &str, store_dir: &str, options: &[&str], drv: &str) -> Output {
     offload("offload-agent")
-        .args(["build", "--store", store, "--store-dir", store_dir, drv])
+        .args(["build", "--store", store, "--store-dir", store_dir])
+        .args(options)
+        .arg(drv)
         .output()
         .expect("offload-agent build")
 }
@@ -178,19 +185,7 @@ fn agent_build_timeouts_exit_101_through_the_daemon_and_embedded() {
     let (drv, store_dir) = (&f.drv, f.store_dir());
     let _daemon = f.nix.start_daemon();
     for spec in f.both_specs() {
-        let out = offload("offload-agent")
-            .args([
-                "build",
-                "--store",
-                &spec,
-                "--store-dir",
-                &store_dir,
-                "--max-silent-time",
-                "1",
-                drv,
-            ])
-            .output()
-            .expect("offload-agent build");
+        let out = agent_build_with(&spec, &store_dir, &["--max-silent-time", "1"], drv);
         assert_eq!(
             out.status.code(),
             Some(101),

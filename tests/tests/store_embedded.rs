@@ -614,45 +614,32 @@ fn direct_builds_run_in_parallel_and_time_limits_kill_the_group() {
         "",
     ));
 
-    let interval = |store: &EmbeddedStore, r: &BuildResult| -> (u128, u128) {
-        assert_eq!(r.status, BuildStatus::Built, "{r:?}");
-        let text = std::fs::read_to_string(store.local().real_path(&r.outputs["out"]))
-            .expect("timestamps");
-        let t: Vec<u128> = text
-            .lines()
-            .map(|l| l.parse().expect("nanoseconds"))
-            .collect();
-        (t[0], t[1])
+    // Each builder writes when it started and ended; build a pair with
+    // `max_jobs` and return both intervals.
+    let intervals = |store: &mut EmbeddedStore, pair: &[String], max_jobs: usize| {
+        let (results, _) = build_all(
+            store,
+            &[pair[0].as_str(), pair[1].as_str()],
+            &BuildOptions { max_jobs, ..opts() },
+        );
+        let interval = |r: &BuildResult| -> (u128, u128) {
+            assert_eq!(r.status, BuildStatus::Built, "{r:?}");
+            let text = std::fs::read_to_string(store.local().real_path(&r.outputs["out"]))
+                .expect("timestamps");
+            let t: Vec<u128> = text
+                .lines()
+                .map(|l| l.parse().expect("nanoseconds"))
+                .collect();
+            (t[0], t[1])
+        };
+        (interval(&results[0]), interval(&results[1]))
     };
-    let (results, _) = build_all(
-        &mut direct.store,
-        &[parallel[0].as_str(), parallel[1].as_str()],
-        &BuildOptions {
-            max_jobs: 2,
-            ..opts()
-        },
-    );
-    let (a, b) = (
-        interval(&direct.store, &results[0]),
-        interval(&direct.store, &results[1]),
-    );
+    let (a, b) = intervals(&mut direct.store, &parallel, 2);
     assert!(
         a.0 < b.1 && b.0 < a.1,
         "max_jobs 2: {a:?} and {b:?} do not overlap"
     );
-
-    let (results, _) = build_all(
-        &mut direct.store,
-        &[serial[0].as_str(), serial[1].as_str()],
-        &BuildOptions {
-            max_jobs: 1,
-            ..opts()
-        },
-    );
-    let (a, b) = (
-        interval(&direct.store, &results[0]),
-        interval(&direct.store, &results[1]),
-    );
+    let (a, b) = intervals(&mut direct.store, &serial, 1);
     assert!(
         a.1 <= b.0 || b.1 <= a.0,
         "max_jobs 1: {a:?} and {b:?} overlap"

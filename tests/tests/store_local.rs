@@ -114,6 +114,42 @@ fn import_cmd(nix: &IsolatedNix, keys: &Path, store: &str, args: &[&str]) -> Com
     cmd
 }
 
+/// Start an import of `stream` with `cmd` and return once it says it waits
+/// for the garbage collector; the child and the thread feeding its stdin.
+/// The caller waits for the child it gets back.
+#[allow(clippy::zombie_processes)]
+fn import_until_waiting(
+    cmd: &mut Command,
+    stream: &[u8],
+) -> (std::process::Child, std::thread::JoinHandle<()>) {
+    use std::io::{BufRead, Write};
+    use std::process::Stdio;
+    let mut child = cmd
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("import");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let input = stream.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let mut stderr = std::io::BufReader::new(child.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if stderr.read_line(&mut line).expect("stderr") == 0 {
+            let status = child.wait();
+            panic!("the import ended without waiting for the collector: {status:?}");
+        }
+        if line.contains("waiting for the garbage collector") {
+            return (child, writer);
+        }
+    }
+}
+
 fn query(nix: &IsolatedNix, p: &str) -> (String, String, String, String) {
     (
         p.to_owned(),
@@ -426,8 +462,6 @@ fn derivations_get_the_derivation_outputs_rows_nix_writes() {
 
 #[test]
 fn import_waits_while_the_garbage_collector_holds_its_lock() {
-    use std::io::BufRead;
-    use std::process::Stdio;
     let f = fixture();
     // Hold gc.lock exclusively, as nix-store --gc does for a whole collection.
     let lock = std::fs::OpenOptions::new()
@@ -438,32 +472,10 @@ fn import_waits_while_the_garbage_collector_holds_its_lock() {
         .open(f.nix.state_dir().join("gc.lock"))
         .expect("gc.lock");
     lock.lock().expect("flock LOCK_EX");
-    let mut child = import_cmd(&f.nix, f.keys.path(), &local_spec(&f.nix), &[])
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("import");
-    let mut stdin = child.stdin.take().expect("stdin");
-    let stream = f.stream.clone();
-    let writer = std::thread::spawn(move || {
-        use std::io::Write;
-        let _ = stdin.write_all(&stream);
-    });
-    let mut stderr = std::io::BufReader::new(child.stderr.take().expect("stderr"));
-    let mut line = String::new();
-    loop {
-        line.clear();
-        assert_ne!(
-            stderr.read_line(&mut line).expect("stderr"),
-            0,
-            "import ended without waiting"
-        );
-        if line.contains("waiting for the garbage collector") {
-            break;
-        }
-    }
+    let (mut child, writer) = import_until_waiting(
+        &mut import_cmd(&f.nix, f.keys.path(), &local_spec(&f.nix), &[]),
+        &f.stream,
+    );
     // Nothing is written while the collector runs.
     assert!(!f.valid(&f.a) && f.leftovers().is_empty());
     lock.unlock().expect("unlock");
@@ -520,7 +532,7 @@ fn a_database_of_another_store_directory_is_refused_with_the_fix() {
 /// `fcntl.lockf`, which is fcntl too).
 #[test]
 fn guix_schema_stores_take_the_collectors_fcntl_lock() {
-    use std::io::{BufRead, Write};
+    use std::io::BufRead;
     use std::process::Stdio;
     let root = TempDir::new().expect("tempdir");
     let store_dir = root.path().join("store");
@@ -588,30 +600,8 @@ fn guix_schema_stores_take_the_collectors_fcntl_lock() {
         .args(["archive", "import", "--store"])
         .arg(format!("local:{}", s(&state)))
         .args(["--store-dir", s(&store_dir), "--acl"])
-        .arg(keys.path().join("acl"))
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = import.spawn().expect("import");
-    let mut stdin = child.stdin.take().expect("stdin");
-    let input = stream.clone();
-    let writer = std::thread::spawn(move || {
-        let _ = stdin.write_all(&input);
-    });
-    let mut stderr = std::io::BufReader::new(child.stderr.take().expect("stderr"));
-    let mut line = String::new();
-    loop {
-        line.clear();
-        assert_ne!(
-            stderr.read_line(&mut line).expect("stderr"),
-            0,
-            "import ended without waiting"
-        );
-        if line.contains("waiting for the garbage collector") {
-            break;
-        }
-    }
+        .arg(keys.path().join("acl"));
+    let (mut child, writer) = import_until_waiting(&mut import, &stream);
     let db = rusqlite::Connection::open(state.join("db/db.sqlite")).expect("db");
     let count = |db: &rusqlite::Connection| -> i64 {
         db.query_row("select count(*) from ValidPaths", [], |r| r.get(0))

@@ -342,6 +342,23 @@ fn drv_outputs(
     path: &StorePath,
     store_dir: &StoreDir,
 ) -> Result<Vec<(String, String)>, Error> {
+    read_derivation(file, path)?
+        .outputs
+        .into_iter()
+        .filter(|(_, o)| !o.path.is_empty())
+        .map(|(name, o)| match StorePath::parse_in(store_dir, &o.path) {
+            Ok(_) => Ok((name, o.path)),
+            Err(e) => Err(Error::Refused {
+                path: path.to_string(),
+                why: format!("output {name}: {e}"),
+            }),
+        })
+        .collect()
+}
+
+/// The derivation `path`, read from `file`: a regular file of at most
+/// [`MAX_DRV_LEN`] bytes that parses.
+pub(crate) fn read_derivation(file: &Path, path: &StorePath) -> Result<Derivation, Error> {
     let refused = |why: String| Error::Refused {
         path: path.to_string(),
         why,
@@ -357,15 +374,7 @@ fn drv_outputs(
     fs::File::open(file)
         .and_then(|f| f.take(MAX_DRV_LEN as u64 + 1).read_to_end(&mut text))
         .map_err(io)?;
-    let drv = Derivation::parse(&text).map_err(|e| refused(format!("not a derivation: {e}")))?;
-    drv.outputs
-        .into_iter()
-        .filter(|(_, o)| !o.path.is_empty())
-        .map(|(name, o)| match StorePath::parse_in(store_dir, &o.path) {
-            Ok(_) => Ok((name, o.path)),
-            Err(e) => Err(refused(format!("output {name}: {e}"))),
-        })
-        .collect()
+    Derivation::parse(&text).map_err(|e| refused(format!("not a derivation: {e}")))
 }
 
 fn now() -> u64 {

@@ -200,13 +200,8 @@ impl Db {
 
     /// Is `path` registered?
     pub fn is_valid(&self, path: &StorePath) -> Result<bool, Error> {
-        self.path_id(&self.conn, &path.to_string())
+        path_id(&self.conn, &path.to_string())
             .map(|id| id.is_some())
-    }
-
-    fn path_id(&self, conn: &Connection, path: &str) -> Result<Option<i64>, Error> {
-        conn.prepare_cached("select id from ValidPaths where path = ?1")
-            .and_then(|mut s| s.query_row([path], |r| r.get(0)).optional())
             .map_err(sql(&self.file))
     }
 
@@ -315,10 +310,7 @@ pub struct Tx<'a> {
 impl Tx<'_> {
     /// The row id of `path`, if registered.
     pub fn path_id(&self, path: &str) -> Result<Option<i64>, Error> {
-        self.tx
-            .prepare_cached("select id from ValidPaths where path = ?1")
-            .and_then(|mut s| s.query_row([path], |r| r.get(0)).optional())
-            .map_err(sql(self.db))
+        path_id(self.tx, path).map_err(sql(self.db))
     }
 
     /// Record `reg`: update-or-insert its row, then its references and
@@ -377,6 +369,12 @@ impl Tx<'_> {
         }
         Ok(())
     }
+}
+
+/// The row id of `path` in `ValidPaths`.
+fn path_id(conn: &Connection, path: &str) -> rusqlite::Result<Option<i64>> {
+    conn.prepare_cached("select id from ValidPaths where path = ?1")
+        .and_then(|mut s| s.query_row([path], |r| r.get(0)).optional())
 }
 
 fn is_busy(e: &rusqlite::Error) -> bool {

@@ -2,10 +2,9 @@
 //! Guix and Nix daemons (worker protocol), the embedded store, and `local`
 //! direct access to this host's store (the hook side).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Read, Write};
 
-use offload_core::derivation::Derivation;
 use offload_core::export::{self, ItemWriter, Limits};
 use offload_core::hashing::HashingWriter;
 use offload_core::keys::SecretKey;
@@ -177,13 +176,31 @@ impl Store {
 
     /// `paths` and everything they refer to, dependencies first.
     pub async fn closure(&mut self, paths: &[StorePath]) -> Result<Vec<StorePath>, Error> {
-        let mut infos: HashMap<StorePath, Vec<StorePath>> = HashMap::new();
+        let refs = self.references(paths, true).await?;
+        topo_sort(&refs.keys().cloned().collect(), &refs)
+    }
+
+    /// `paths` (all valid) ordered so that an item comes after those of
+    /// them it refers to.
+    pub async fn sort(&mut self, paths: &[StorePath]) -> Result<Vec<StorePath>, Error> {
+        let refs = self.references(paths, false).await?;
+        topo_sort(&paths.iter().cloned().collect(), &refs)
+    }
+
+    /// The references of each of `paths` (all valid) and, with `follow`,
+    /// of everything they refer to.
+    async fn references(
+        &mut self,
+        paths: &[StorePath],
+        follow: bool,
+    ) -> Result<HashMap<StorePath, Vec<StorePath>>, Error> {
+        let mut refs: HashMap<StorePath, Vec<StorePath>> = HashMap::new();
         let mut todo: Vec<StorePath> = paths.to_vec();
         while let Some(p) = todo.pop() {
-            if infos.contains_key(&p) {
+            if refs.contains_key(&p) {
                 continue;
             }
-            if infos.len() >= MAX_CLOSURE {
+            if refs.len() >= MAX_CLOSURE {
                 return Err(Error::Other(format!(
                     "closure of more than {MAX_CLOSURE} items"
                 )));
@@ -192,26 +209,12 @@ impl Store {
                 .path_info(&p)
                 .await?
                 .ok_or_else(|| Error::NotValid(p.clone()))?;
-            todo.extend(info.references.iter().filter(|r| **r != p).cloned());
-            infos.insert(p, info.references);
+            if follow {
+                todo.extend(info.references.iter().filter(|r| **r != p).cloned());
+            }
+            refs.insert(p, info.references);
         }
-        let roots: BTreeSet<StorePath> = infos.keys().cloned().collect();
-        topo_sort(&roots, &infos)
-    }
-
-    /// `paths` (all valid) ordered so that an item comes after those of
-    /// them it refers to.
-    pub async fn sort(&mut self, paths: &[StorePath]) -> Result<Vec<StorePath>, Error> {
-        let mut infos = HashMap::new();
-        for p in paths {
-            let info = self
-                .path_info(p)
-                .await?
-                .ok_or_else(|| Error::NotValid(p.clone()))?;
-            infos.insert(p.clone(), info.references);
-        }
-        let roots: BTreeSet<StorePath> = paths.iter().cloned().collect();
-        topo_sort(&roots, &infos)
+        Ok(refs)
     }
 
     /// Import an export stream. `progress` hears of each item registered.
@@ -368,10 +371,7 @@ pub fn drv_output_paths(
     file: &std::path::Path,
     drv: &StorePath,
 ) -> Result<BTreeMap<String, StorePath>, Error> {
-    let text = std::fs::read(file).map_err(io_err(format!("reading {drv}")))?;
-    let parsed = Derivation::parse(&text)
-        .map_err(|e| Error::Other(format!("{drv}: not a derivation: {e}")))?;
-    parsed
+    local::read_derivation(file, drv)?
         .outputs
         .into_iter()
         .map(|(name, o)| {
