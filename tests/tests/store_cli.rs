@@ -200,12 +200,6 @@ fn agent_build_timeouts_exit_101_through_the_daemon_and_embedded() {
     }
 }
 
-/// Whether this process is root.
-fn running_as_root() -> bool {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
-}
-
 /// Without root the builder is root of a user namespace that owns every
 /// store file: only the read-only binds keep it from the inputs. (Run as
 /// `nobody` when the tests are root.)
@@ -226,7 +220,7 @@ fn unprivileged_agent_builds_cannot_change_their_inputs() {
     import_drv_closure(&nix, embedded.path(), &drv);
     let store_dir = nix.store_dir();
     let spec = format!("embedded:{}", s(embedded.path()));
-    let mut build = if running_as_root() {
+    let mut build = if offload_tests::running_as_root() {
         let status = std::process::Command::new("chown")
             .args(["-R", "65534:65534", s(embedded.path())])
             .status()
@@ -339,20 +333,6 @@ fn builders_cannot_open_the_agent_s_terminal() {
     assert_eq!(report, "refused\n");
 }
 
-/// Processes of this machine whose command line contains `marker`.
-fn processes_with(marker: &str) -> Vec<String> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
-        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
-            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-            if cmdline.contains(marker) {
-                found.push(cmdline);
-            }
-        }
-    }
-    found
-}
-
 /// Wait (at most `limit`) until `done`; whether it happened.
 fn wait_for(limit: std::time::Duration, mut done: impl FnMut() -> bool) -> bool {
     let deadline = std::time::Instant::now() + limit;
@@ -393,7 +373,7 @@ fn builds_die_with_a_killed_agent_and_their_leftovers_are_swept() {
     // Both sleeps run: the builder is past its set-up.
     let sleeping = format!("/usr/bin/sleep {marker}");
     let started = wait_for(std::time::Duration::from_secs(20), || {
-        processes_with(&marker)
+        offload_tests::processes_with(&marker)
             .iter()
             .filter(|p| p.trim_end() == sleeping)
             .count()
@@ -403,9 +383,13 @@ fn builds_die_with_a_killed_agent_and_their_leftovers_are_swept() {
     agent.wait().expect("reap the agent");
     assert!(started, "the builder never ran");
     let gone = wait_for(std::time::Duration::from_secs(5), || {
-        processes_with(&marker).is_empty()
+        offload_tests::processes_with(&marker).is_empty()
     });
-    assert!(gone, "outlived the agent: {:?}", processes_with(&marker));
+    assert!(
+        gone,
+        "outlived the agent: {:?}",
+        offload_tests::processes_with(&marker)
+    );
 
     let tmp = embedded.path().join("tmp");
     let left = std::fs::read_dir(&tmp).expect("tmp").count();

@@ -885,11 +885,6 @@ fn inconsistent_derivations_are_refused() {
 
 // --- The sandbox -----------------------------------------------------------
 
-fn running_as_root() -> bool {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
-}
-
 /// Every item in the store's directory (but dot files) is registered and its files still
 /// hash to the registered NAR hash and size; the names of the items.
 fn assert_store_intact(store: &EmbeddedStore) -> Vec<String> {
@@ -1018,7 +1013,7 @@ fn builders_can_damage_nothing_read_no_secret_and_reach_no_network() {
         assert_eq!(result.status, BuildStatus::Built, "{result:?} {events:?}");
         let out = std::fs::read_to_string(store.local().real_path(&result.outputs["out"]))
             .expect("the attacker's report");
-        check_attacker_output(&out, running_as_root());
+        check_attacker_output(&out, offload_tests::running_as_root());
         // The victims were built as inputs; besides them only the outputs
         // appeared, and every item is intact.
         let after = assert_store_intact(store);
@@ -1080,20 +1075,6 @@ fn fixed_output_derivations_keep_the_network() {
     assert_store_intact(&store);
 }
 
-/// Processes of this machine whose command line contains `marker`.
-fn processes_with(marker: &str) -> Vec<String> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
-        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
-            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-            if cmdline.contains(marker) {
-                found.push(cmdline);
-            }
-        }
-    }
-    found
-}
-
 #[test]
 fn processes_that_leave_the_process_group_die_with_the_build() {
     let nix = IsolatedNix::new();
@@ -1132,10 +1113,15 @@ fn processes_that_leave_the_process_group_die_with_the_build() {
     );
     assert_eq!(results[0].status, BuildStatus::TimedOut, "{results:?}");
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while !processes_with("29.483").is_empty() && std::time::Instant::now() < deadline {
+    while !offload_tests::processes_with("29.483").is_empty()
+        && std::time::Instant::now() < deadline
+    {
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert_eq!(processes_with("29.483"), Vec::<String>::new());
+    assert_eq!(
+        offload_tests::processes_with("29.483"),
+        Vec::<String>::new()
+    );
     std::thread::sleep(Duration::from_millis(1500));
     assert!(
         !kept.join("late").exists(),
@@ -1417,7 +1403,7 @@ fn fixed_outputs_are_out_of_reach_of_descriptors_their_builder_handed_out() {
 
 #[test]
 fn root_refuses_to_build_without_a_sandbox() {
-    if !running_as_root() {
+    if !offload_tests::running_as_root() {
         return;
     }
     let nix = IsolatedNix::new();
