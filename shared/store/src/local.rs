@@ -193,7 +193,8 @@ impl LocalStore {
                     signer,
                 })
             });
-            if fs::symlink_metadata(&temp).is_ok() {
+            // The copy stays behind unless it was moved into place.
+            if !matches!(&result, Ok(i) if i.added) {
                 let _ = atomic::remove_tree(&temp);
             }
             let imported = result?;

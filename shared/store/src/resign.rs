@@ -62,10 +62,10 @@ impl<W: Write> Write for Resigner<'_, W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.tail.extend_from_slice(buf);
         if self.tail.len() > 2 * MAX_TAIL {
-            let keep = self.tail.len() - MAX_TAIL;
-            let passed: Vec<u8> = self.tail.drain(..keep).collect();
-            self.hasher.update(&passed);
-            self.out.write_all(&passed)?;
+            let passed = self.tail.len() - MAX_TAIL;
+            self.hasher.update(&self.tail[..passed]);
+            self.out.write_all(&self.tail[..passed])?;
+            self.tail.drain(..passed);
         }
         Ok(buf.len())
     }
