@@ -45,20 +45,7 @@ pub(crate) struct BuildArgs {
 }
 
 pub(crate) fn run(args: BuildArgs) -> anyhow::Result<u8> {
-    // Outputs get their modes from the builder's umask, as under Nix.
-    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o022));
-    // Checking deep outputs holds a descriptor per level, for several
-    // builds at once: allow what the hard limit allows.
-    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
-    if limit.current < limit.maximum {
-        let _ = rustix::process::setrlimit(
-            rustix::process::Resource::Nofile,
-            rustix::process::Rlimit {
-                current: limit.maximum,
-                maximum: limit.maximum,
-            },
-        );
-    }
+    crate::options::prepare_process();
     let store_dir = StoreDir::new(&args.store_dir)?;
     let drvs = args
         .drvs

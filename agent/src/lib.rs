@@ -10,5 +10,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod advertise;
+pub mod config;
 pub mod probe;
+pub mod service;
 pub mod subtypes;

@@ -10,6 +10,7 @@
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod agent_link;
 pub mod cli;
 pub mod discover;
 pub mod machines;

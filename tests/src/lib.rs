@@ -6,6 +6,7 @@
 //! installed by `tests/run` (see the README); when one is missing the test
 //! fails and says how to install it, it is never skipped silently.
 
+pub mod agents;
 pub mod avahi;
 pub mod lan;
 pub mod nixd;
@@ -764,4 +765,9 @@ pub fn processes_with(marker: &str) -> Vec<String> {
         }
     }
     found
+}
+
+/// This machine's Nix system (`builtins.currentSystem`).
+pub fn current_system() -> String {
+    format!("{}-linux", std::env::consts::ARCH)
 }

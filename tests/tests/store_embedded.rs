@@ -68,7 +68,7 @@ fn opts() -> BuildOptions {
 
 /// Import the closure of `drv` from a Nix store (`store_args`: how to
 /// name it to `nix-store`) into `store`.
-fn import_closure(nix: &IsolatedNix, store_args: &[&str], store: &mut EmbeddedStore, drv: &str) {
+fn import_closure(nix: &IsolatedNix, store_args: &[&str], store: &EmbeddedStore, drv: &str) {
     let closure = nix.run("nix-store", &[store_args, &["-qR", drv]].concat());
     let mut export = nix.command("nix-store");
     export
@@ -77,7 +77,7 @@ fn import_closure(nix: &IsolatedNix, store_args: &[&str], store: &mut EmbeddedSt
         .args(closure.lines());
     let stream = run_ok(&mut export, b"");
     store
-        .local_mut()
+        .local()
         .import(
             &stream[..],
             Signatures::Ignore,
@@ -89,7 +89,7 @@ fn import_closure(nix: &IsolatedNix, store_args: &[&str], store: &mut EmbeddedSt
 
 /// Run `build` and collect its events.
 fn build_all(
-    store: &mut EmbeddedStore,
+    store: &EmbeddedStore,
     drvs: &[&str],
     opts: &BuildOptions,
 ) -> (Vec<BuildResult>, Vec<BuildEvent>) {
@@ -133,9 +133,9 @@ async fn connect(nix: &IsolatedNix) -> DaemonClient<Connection> {
 /// (so its builders run in a namespace), with `drvs` imported.
 fn namespace_store(nix: &IsolatedNix, drvs: &[&str]) -> EmbeddedStore {
     let dir = StoreDir::new(nix.store_dir().to_str().expect("UTF-8 path")).expect("store dir");
-    let mut store = EmbeddedStore::open(&nix.root().join("embedded"), dir).expect("open");
+    let store = EmbeddedStore::open(&nix.root().join("embedded"), dir).expect("open");
     for drv in drvs {
-        import_closure(nix, &[], &mut store, drv);
+        import_closure(nix, &[], &store, drv);
     }
     store
 }
@@ -177,7 +177,7 @@ impl<'a> Direct<'a> {
             b"",
         );
         self.store
-            .local_mut()
+            .local()
             .import(
                 &stream[..],
                 Signatures::Ignore,
@@ -289,8 +289,8 @@ fn outputs_match_the_nix_daemon() {
     let drv_refs: Vec<&str> = drvs.iter().map(String::as_str).collect();
     let step_a_drv = nix.instantiate(&step_a);
 
-    let mut store = namespace_store(&nix, &drv_refs);
-    let (results, events) = build_all(&mut store, &drv_refs, &opts());
+    let store = namespace_store(&nix, &drv_refs);
+    let (results, events) = build_all(&store, &drv_refs, &opts());
     for r in &results {
         assert_eq!(r.status, BuildStatus::Built, "{r:?}\nevents: {events:?}");
     }
@@ -368,7 +368,7 @@ fn outputs_match_the_nix_daemon() {
     assert!(!env_dump.contains("\ntext="), "{env_dump}");
 
     // Everything is valid now: nothing runs again.
-    let (again, events) = build_all(&mut store, &drv_refs, &opts());
+    let (again, events) = build_all(&store, &drv_refs, &opts());
     assert!(
         again.iter().all(|r| r.status == BuildStatus::AlreadyValid),
         "{again:?}"
@@ -418,7 +418,7 @@ fn failures_are_reported_like_nix_and_leave_nothing() {
         refused_drv.as_str(),
         structured_drv.as_str(),
     ];
-    let mut store = namespace_store(&nix, &all);
+    let store = namespace_store(&nix, &all);
 
     let first = [
         failing_drv.as_str(),
@@ -427,11 +427,11 @@ fn failures_are_reported_like_nix_and_leave_nothing() {
         cycle_drv.as_str(),
         refused_drv.as_str(),
     ];
-    let (mut results, mut events) = build_all(&mut store, &first, &opts());
+    let (mut results, mut events) = build_all(&store, &first, &opts());
     // Only the silent one runs with a silence limit (the others are
     // silent too while they start).
     let (quiet_results, quiet_events) = build_all(
-        &mut store,
+        &store,
         &[&quiet_drv],
         &BuildOptions {
             max_silent_time: Some(Duration::from_secs(1)),
@@ -511,7 +511,7 @@ fn failures_are_reported_like_nix_and_leave_nothing() {
     // Structured attributes are refused before anything runs.
     let err = rt()
         .block_on(build::build(
-            &mut store,
+            &store,
             &[path(&structured_drv)],
             &opts(),
             &mut |_| {},
@@ -524,7 +524,7 @@ fn failures_are_reported_like_nix_and_leave_nothing() {
         keep_failed: true,
         ..opts()
     };
-    let (kept, _) = build_all(&mut store, &[&failing_drv], &keep);
+    let (kept, _) = build_all(&store, &[&failing_drv], &keep);
     let dir = kept[0]
         .kept_build_dir
         .clone()
@@ -616,7 +616,7 @@ fn direct_builds_run_in_parallel_and_time_limits_kill_the_group() {
 
     // Each builder writes when it started and ended; build a pair with
     // `max_jobs` and return both intervals.
-    let intervals = |store: &mut EmbeddedStore, pair: &[String], max_jobs: usize| {
+    let intervals = |store: &EmbeddedStore, pair: &[String], max_jobs: usize| {
         let (results, _) = build_all(
             store,
             &[pair[0].as_str(), pair[1].as_str()],
@@ -634,12 +634,12 @@ fn direct_builds_run_in_parallel_and_time_limits_kill_the_group() {
         };
         (interval(&results[0]), interval(&results[1]))
     };
-    let (a, b) = intervals(&mut direct.store, &parallel, 2);
+    let (a, b) = intervals(&direct.store, &parallel, 2);
     assert!(
         a.0 < b.1 && b.0 < a.1,
         "max_jobs 2: {a:?} and {b:?} do not overlap"
     );
-    let (a, b) = intervals(&mut direct.store, &serial, 1);
+    let (a, b) = intervals(&direct.store, &serial, 1);
     assert!(
         a.1 <= b.0 || b.1 <= a.0,
         "max_jobs 1: {a:?} and {b:?} overlap"
@@ -652,7 +652,7 @@ fn direct_builds_run_in_parallel_and_time_limits_kill_the_group() {
     let mut events = Vec::new();
     let results = rt()
         .block_on(build::build(
-            &mut direct.store,
+            &direct.store,
             &[path(&streamed)],
             &BuildOptions {
                 timeout: Some(Duration::from_secs(20)),
@@ -670,7 +670,7 @@ fn direct_builds_run_in_parallel_and_time_limits_kill_the_group() {
     assert_eq!(log_lines(&events, &streamed), ["ready", "got-go"]);
 
     let (results, events) = build_all(
-        &mut direct.store,
+        &direct.store,
         &[&quiet, &ticking],
         &BuildOptions {
             max_silent_time: Some(Duration::from_secs(1)),
@@ -729,10 +729,10 @@ fn gnu_store_builds_match_nix_and_create_nothing_under_gnu() {
     );
     assert!(drv.starts_with("/gnu/store/"), "{drv}");
 
-    let mut store =
+    let store =
         EmbeddedStore::open(&nix.root().join("embedded"), StoreDir::default()).expect("open");
-    import_closure(&nix, &store_args, &mut store, &drv);
-    let (results, events) = build_all(&mut store, &[&drv], &opts());
+    import_closure(&nix, &store_args, &store, &drv);
+    let (results, events) = build_all(&store, &[&drv], &opts());
     let result = &results[0];
     // `doc` is never written: the build is refused.
     assert_eq!(result.status, BuildStatus::OutputRejected, "{events:?}");
@@ -751,8 +751,8 @@ fn gnu_store_builds_match_nix_and_create_nothing_under_gnu() {
         "nix-instantiate",
         &[&store_args[..], &["--expr", expr.as_str()]].concat(),
     );
-    import_closure(&nix, &store_args, &mut store, &drv);
-    let (results, events) = build_all(&mut store, &[&drv], &opts());
+    import_closure(&nix, &store_args, &store, &drv);
+    let (results, events) = build_all(&store, &[&drv], &opts());
     let result = &results[0];
     assert_eq!(result.status, BuildStatus::Built, "{result:?} {events:?}");
 
@@ -807,8 +807,8 @@ fn gnu_store_builds_match_nix_and_create_nothing_under_gnu() {
         "nix-instantiate",
         &[&store_args[..], &["--expr", env_expr.as_str()]].concat(),
     );
-    import_closure(&nix, &store_args, &mut store, &env_drv);
-    let (results, events) = build_all(&mut store, &[&env_drv], &opts());
+    import_closure(&nix, &store_args, &store, &env_drv);
+    let (results, events) = build_all(&store, &[&env_drv], &opts());
     assert_eq!(results[0].status, BuildStatus::Built, "{events:?}");
     let dump = std::fs::read_to_string(store.local().real_path(&results[0].outputs["out"]))
         .expect("the environment dump");
@@ -851,9 +851,9 @@ fn inconsistent_derivations_are_refused() {
         .into_bytes();
     assert_eq!(forged.len(), stream.len());
     let dir = StoreDir::new(nix.store_dir().to_str().expect("UTF-8 path")).expect("store dir");
-    let mut store = EmbeddedStore::open(&nix.root().join("embedded"), dir).expect("open");
+    let store = EmbeddedStore::open(&nix.root().join("embedded"), dir).expect("open");
     store
-        .local_mut()
+        .local()
         .import(
             &forged[..],
             Signatures::Ignore,
@@ -862,12 +862,7 @@ fn inconsistent_derivations_are_refused() {
         )
         .expect("import");
     let err = rt()
-        .block_on(build::build(
-            &mut store,
-            &[path(&good)],
-            &opts(),
-            &mut |_| {},
-        ))
+        .block_on(build::build(&store, &[path(&good)], &opts(), &mut |_| {}))
         .expect_err("a forged output path is refused");
     assert_eq!(
         err.to_string(),
@@ -1003,10 +998,10 @@ fn builders_can_damage_nothing_read_no_secret_and_reach_no_network() {
 
     // The store at another real directory, and at its logical one.
     let drv = nix.instantiate(&expr);
-    let mut store = namespace_store(&nix, &[&drv]);
+    let store = namespace_store(&nix, &[&drv]);
     let mut direct = Direct::new(&nix);
     let direct_drv = direct.instantiate(&expr);
-    for (store, drv) in [(&mut store, drv.as_str()), (&mut direct.store, &direct_drv)] {
+    for (store, drv) in [(&store, drv.as_str()), (&direct.store, &direct_drv)] {
         let before = assert_store_intact(store);
         let (results, events) = build_all(store, &[drv], &opts());
         let result = &results[0];
@@ -1054,15 +1049,15 @@ fn fixed_output_derivations_keep_the_network() {
             hex(&Sha256::digest(b"connected\n"))
         ),
     ));
-    let mut store = namespace_store(&nix, &[&plain, &fixed]);
-    let (results, events) = build_all(&mut store, &[&plain], &opts());
+    let store = namespace_store(&nix, &[&plain, &fixed]);
+    let (results, events) = build_all(&store, &[&plain], &opts());
     assert_eq!(results[0].status, BuildStatus::Built, "{events:?}");
     let out = std::fs::read_to_string(store.local().real_path(&results[0].outputs["out"]))
         .expect("output");
     assert_eq!(out, "isolated\n");
     assert!(!listener.was_reached());
 
-    let (results, events) = build_all(&mut store, &[&fixed], &opts());
+    let (results, events) = build_all(&store, &[&fixed], &opts());
     assert_eq!(
         results[0].status,
         BuildStatus::Built,
@@ -1092,9 +1087,9 @@ fn processes_that_leave_the_process_group_die_with_the_build() {
         "/usr/bin/setsid /usr/bin/sleep 29.4837 & exec /usr/bin/setsid --wait /usr/bin/sleep 29.4838",
         "",
     ));
-    let mut store = namespace_store(&nix, &[&late, &stuck]);
+    let store = namespace_store(&nix, &[&late, &stuck]);
     let (results, _) = build_all(
-        &mut store,
+        &store,
         &[&late],
         &BuildOptions {
             keep_failed: true,
@@ -1104,7 +1099,7 @@ fn processes_that_leave_the_process_group_die_with_the_build() {
     assert_eq!(results[0].status, BuildStatus::Failed(Exit::Code(1)));
     let kept = results[0].kept_build_dir.clone().expect("kept");
     let (results, _) = build_all(
-        &mut store,
+        &store,
         &[&stuck],
         &BuildOptions {
             timeout: Some(Duration::from_secs(1)),
@@ -1185,9 +1180,9 @@ fn a_killed_build_s_namespace_is_gone_before_its_directories_are_touched() {
          exec /usr/bin/sleep 60",
         "",
     ));
-    let mut store = namespace_store(&nix, &[&drv]);
+    let store = namespace_store(&nix, &[&drv]);
     let (results, events) = build_all(
-        &mut store,
+        &store,
         &[&drv],
         &BuildOptions {
             timeout: Some(Duration::from_secs(4)),
@@ -1256,11 +1251,11 @@ fn outputs_reach_the_store_only_checked_and_canonical() {
     let rejected = nix.instantiate(&sh("rejected", make, "allowedReferences = [];"));
     let accepted = nix.instantiate(&sh("accepted", make, ""));
     let out_of = |drv: &str| nix.run("nix-store", &["--query", "--outputs", drv]);
-    let mut store = namespace_store(&nix, &[&rejected, &accepted]);
+    let store = namespace_store(&nix, &[&rejected, &accepted]);
 
     let real = store.local().real_path(&path(&out_of(&rejected)));
     let watch = Watch::new(real.clone(), |_| None);
-    let (results, _) = build_all(&mut store, &[&rejected], &opts());
+    let (results, _) = build_all(&store, &[&rejected], &opts());
     let (seen, _) = watch.finish();
     assert_eq!(
         results[0].status,
@@ -1280,7 +1275,7 @@ fn outputs_reach_the_store_only_checked_and_canonical() {
             (top, s, w) => Some(format!("top {top:o}, s {s:o}, w {w:o}")),
         }
     });
-    let (results, _) = build_all(&mut store, &[&accepted], &opts());
+    let (results, _) = build_all(&store, &[&accepted], &opts());
     let (seen, bad) = watch.finish();
     assert_eq!(results[0].status, BuildStatus::Built, "{results:?}");
     assert!(seen);
@@ -1302,8 +1297,8 @@ fn builders_have_no_terminal_and_a_session_of_their_own() {
          echo ok > $out",
         "",
     ));
-    let mut store = namespace_store(&nix, &[&drv]);
-    let (results, events) = build_all(&mut store, &[&drv], &opts());
+    let store = namespace_store(&nix, &[&drv]);
+    let (results, events) = build_all(&store, &[&drv], &opts());
     assert_eq!(results[0].status, BuildStatus::Built, "{events:?}");
     assert_eq!(logged(&events, &drv, "tty"), "absent");
     // Its own session: led by itself, not ours (outside its namespace,
@@ -1391,8 +1386,8 @@ fn fixed_outputs_are_out_of_reach_of_descriptors_their_builder_handed_out() {
             hex(&Sha256::digest(b"fixed\n"))
         ),
     ));
-    let mut store = namespace_store(&nix, &[&fixed]);
-    let (results, events) = build_all(&mut store, &[&fixed], &opts());
+    let store = namespace_store(&nix, &[&fixed]);
+    let (results, events) = build_all(&store, &[&fixed], &opts());
     assert_eq!(results[0].status, BuildStatus::Built, "{events:?}");
     assert_eq!(catcher.line(), "got 1");
     assert_eq!(catcher.write_through_them(), "wrote");

@@ -30,9 +30,10 @@ pub enum Error {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Acl {
     keys: Vec<Sexp>,
-    /// Fingerprints of the entries that are readable public keys, computed
-    /// once (they are looked up for every discovered agent).
-    fingerprints: Vec<String>,
+    /// The entries that are readable public keys: fingerprint and, for ECC
+    /// keys in Guix's shape, the point (the transport's identity). Computed
+    /// once: they are looked up for every discovered agent and connection.
+    readable: Vec<(String, Option<[u8; 32]>)>,
 }
 
 impl Acl {
@@ -57,8 +58,8 @@ impl Acl {
                 })
             })
             .collect::<Result<_, _>>()?;
-        let fingerprints = keys.iter().filter_map(fingerprint).collect();
-        Ok(Self { keys, fingerprints })
+        let readable = keys.iter().filter_map(readable).collect();
+        Ok(Self { keys, readable })
     }
 
     /// The ACL text as libgcrypt prints it.
@@ -87,7 +88,8 @@ impl Acl {
             return false;
         }
         self.keys.insert(0, key.sexp().clone());
-        self.fingerprints.insert(0, key.fingerprint());
+        self.readable
+            .insert(0, (key.fingerprint(), key.ecc_q().copied()));
         true
     }
 
@@ -98,15 +100,24 @@ impl Acl {
 
     /// Whether a key with this fingerprint is authorized.
     pub fn contains_fingerprint(&self, fingerprint: &str) -> bool {
-        self.fingerprints.iter().any(|f| f == fingerprint)
+        self.readable.iter().any(|(f, _)| f == fingerprint)
+    }
+
+    /// The fingerprint of the authorized ECC key whose point is `q` (a
+    /// peer's proven transport identity), if there is one.
+    pub fn fingerprint_of_q(&self, q: &[u8; 32]) -> Option<&str> {
+        self.readable
+            .iter()
+            .find(|(_, p)| p.as_ref() == Some(q))
+            .map(|(f, _)| f.as_str())
     }
 }
 
-/// The fingerprint of an entry that is a readable public key.
-fn fingerprint(key: &Sexp) -> Option<String> {
+/// Fingerprint and ECC point of an entry that is a readable public key.
+fn readable(key: &Sexp) -> Option<(String, Option<[u8; 32]>)> {
     PublicKey::from_sexp(key.clone())
         .ok()
-        .map(|k| k.fingerprint())
+        .map(|k| (k.fingerprint(), k.ecc_q().copied()))
 }
 
 fn parse_entry(entry: &Sexp) -> Option<Sexp> {

@@ -102,6 +102,14 @@ impl PublicKey {
         crate::nixbase32::encode(&Sha256::digest(self.sexp.to_canonical()))
     }
 
+    /// The ECC key in Guix's default shape whose point is `q` (a peer's
+    /// transport identity); `None` if `q` is not a point on the curve.
+    pub fn from_ecc_q(q: &[u8; 32]) -> Option<Self> {
+        curve25519_dalek::edwards::CompressedEdwardsY(*q)
+            .decompress()
+            .map(|_| ecc_public(q))
+    }
+
     /// The ECDSA point, for ECC keys in Guix's default shape.
     pub fn ecc_q(&self) -> Option<&[u8; 32]> {
         match &self.params {
@@ -262,6 +270,19 @@ impl SecretKey {
         let text = zeroize::Zeroizing::new(sexp.to_advanced());
         sexp.zeroize();
         Some(text)
+    }
+
+    /// An Ed25519 signature of `message` under this key's `q` (the
+    /// transport's identity; module [`crate::crypto::ed25519`]).
+    pub fn sign_ed25519(
+        &self,
+        message: &[u8],
+    ) -> Result<[u8; crate::crypto::ed25519::SIGNATURE_LEN], Error> {
+        let d = self
+            .secret
+            .as_ref()
+            .ok_or_else(|| shape("RSA keys cannot prove an identity; generate an ECC key"))?;
+        Ok(crate::crypto::ed25519::sign(d, message))
     }
 
     /// Sign `hash`, returning the `(sig-val (ecdsa (r …) (s …)))` list.

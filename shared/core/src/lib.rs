@@ -24,6 +24,7 @@ pub mod mdns_wire;
 pub mod nar;
 pub mod narinfo;
 pub mod nixbase32;
+pub mod proto;
 pub mod refscan;
 pub mod sexp;
 pub mod signature;

@@ -1,8 +1,14 @@
-//! Networking that agent and master share. Today: starting an mDNS daemon
-//! restricted to chosen interfaces. Later: the QUIC endpoint and the SSH
-//! transport. Nothing here knows about pools, schedulers or the hook.
+//! Networking that agent and master share: an mDNS daemon restricted to
+//! chosen interfaces ([`mdns_daemon`]), QUIC endpoints whose TLS
+//! identities are Guix keys ([`identity`], [`quic`]), and the protocol's
+//! frames over async byte streams ([`framed`]). Nothing here knows about
+//! pools, schedulers, stores or the hook.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+pub mod framed;
+pub mod identity;
+pub mod quic;
 
 use mdns_sd::{IfKind, ServiceDaemon};
 

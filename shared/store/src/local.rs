@@ -136,11 +136,6 @@ impl LocalStore {
         &self.db
     }
 
-    /// The database, for writing.
-    pub fn db_mut(&mut self) -> &mut Db {
-        &mut self.db
-    }
-
     /// The file of item `path`.
     pub fn real_path(&self, path: &StorePath) -> PathBuf {
         self.real_dir.join(path.base())
@@ -149,7 +144,7 @@ impl LocalStore {
     /// Import every item of the export stream `r`; `progress` hears of each
     /// item as it is registered.
     pub fn import(
-        &mut self,
+        &self,
         r: impl Read,
         signatures: Signatures<'_>,
         limits: Limits,
@@ -244,7 +239,7 @@ impl LocalStore {
 
     /// Move the restored copy into place and register it, in one
     /// transaction; `false` if it was valid already.
-    fn place(&mut self, t: &Trailer, temp: &Path) -> Result<bool, Error> {
+    fn place(&self, t: &Trailer, temp: &Path) -> Result<bool, Error> {
         let dest = self.real_path(&t.path);
         let drv_outputs = if t.path.name().ends_with(".drv") {
             drv_outputs(temp, &t.path, &self.store_dir)?

@@ -87,6 +87,11 @@ impl SecretScalar {
         Self::from_be(&be[..]).expect("a clamped 255-bit secret is never 0 mod n")
     }
 
+    /// d mod n.
+    pub(crate) fn scalar(&self) -> &Scalar {
+        &self.scalar
+    }
+
     /// The raw secret as 32 big-endian bytes, as the key file holds it.
     pub fn to_be(&self) -> Zeroizing<[u8; 32]> {
         self.raw_be.clone()

@@ -79,7 +79,7 @@ impl Default for Options {
     }
 }
 
-type BoxedLogger = Box<dyn FnMut(LogEvent) + Send>;
+type BoxedLogger = Box<dyn FnMut(LogEvent) + Send + Sync>;
 
 /// Where one call's log goes.
 pub type Logger<'a> = &'a mut (dyn FnMut(LogEvent) + Send);
@@ -161,7 +161,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> DaemonClient<S> {
     }
 
     /// Send log events to `log` instead of `tracing`.
-    pub fn set_logger(&mut self, log: impl FnMut(LogEvent) + Send + 'static) {
+    pub fn set_logger(&mut self, log: impl FnMut(LogEvent) + Send + Sync + 'static) {
         self.log = Box::new(log);
     }
 

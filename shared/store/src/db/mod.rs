@@ -9,6 +9,7 @@
 //! WAL mode; a busy database is retried with a random back-off.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use offload_core::hex;
@@ -93,8 +94,12 @@ pub struct Registration {
 }
 
 /// An open store database.
+///
+/// Shared by the threads and tasks of one process (an agent imports and
+/// builds for several masters at once): the connection is behind a mutex,
+/// held for one query or one write transaction.
 pub struct Db {
-    conn: Connection,
+    conn: Mutex<Connection>,
     flavour: Flavour,
     file: PathBuf,
 }
@@ -173,10 +178,16 @@ impl Db {
             Flavour::Guix
         };
         Ok(Self {
-            conn,
+            conn: Mutex::new(conn),
             flavour,
             file: file.to_owned(),
         })
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        // A panic in another thread leaves the connection usable: SQLite
+        // rolls back an unfinished transaction when it is dropped.
+        self.conn.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The schema found.
@@ -192,7 +203,7 @@ impl Db {
     /// Some registered item, if any: to check that the database belongs
     /// to the store directory it is used with.
     pub fn any_path(&self) -> Result<Option<String>, Error> {
-        self.conn
+        self.conn()
             .query_row("select path from ValidPaths limit 1", [], |r| r.get(0))
             .optional()
             .map_err(sql(&self.file))
@@ -200,7 +211,7 @@ impl Db {
 
     /// Is `path` registered?
     pub fn is_valid(&self, path: &StorePath) -> Result<bool, Error> {
-        path_id(&self.conn, &path.to_string())
+        path_id(&self.conn(), &path.to_string())
             .map(|id| id.is_some())
             .map_err(sql(&self.file))
     }
@@ -208,8 +219,8 @@ impl Db {
     /// What is registered for `path`.
     pub fn path_info(&self, path: &StorePath) -> Result<Option<PathInfo>, Error> {
         let printed = path.to_string();
-        let row = self
-            .conn
+        let conn = self.conn();
+        let row = conn
             .prepare_cached(
                 "select id, hash, registrationTime, deriver, narSize from ValidPaths where path = ?1",
             )
@@ -244,8 +255,7 @@ impl Db {
         };
         let mut references = Vec::new();
         {
-            let mut stmt = self
-                .conn
+            let mut stmt = conn
                 .prepare_cached(
                     "select path from Refs join ValidPaths on reference = id where referrer = ?1",
                 )
@@ -273,14 +283,15 @@ impl Db {
     /// is taken first (waiting, with a random back-off, while another
     /// writer has it), so that nothing inside can find it busy and `f` —
     /// which may change files — never runs twice. Rolled back if `f` fails.
-    pub fn write<T>(&mut self, f: impl FnOnce(&Tx<'_>) -> Result<T, Error>) -> Result<T, Error> {
+    ///
+    /// `f` must not call the other methods of this `Db` (they would wait
+    /// for the transaction's own lock): it has `Tx`.
+    pub fn write<T>(&self, f: impl FnOnce(&Tx<'_>) -> Result<T, Error>) -> Result<T, Error> {
         let started = Instant::now();
         let mut attempt = 0u32;
+        let mut conn = self.conn();
         let tx = loop {
-            match self
-                .conn
-                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            {
+            match conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
                 Ok(tx) => break tx,
                 Err(e) if is_busy(&e) && started.elapsed() < BUSY_LIMIT => {
                     attempt += 1;

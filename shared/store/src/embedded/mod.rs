@@ -26,10 +26,13 @@ mod outputs;
 mod runner;
 mod sandbox;
 
+use std::collections::BTreeSet;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
 
-use offload_core::store_path::StoreDir;
+use offload_core::store_path::{StoreDir, StorePath};
+use tokio::sync::watch;
 
 use crate::db::{self, Db};
 use crate::local::LocalStore;
@@ -39,6 +42,11 @@ pub struct EmbeddedStore {
     root: PathBuf,
     local: LocalStore,
     _lock: std::fs::File,
+    /// Outputs being built now, by any build of this process: two builds
+    /// of the same output never run at once, whoever asked for them.
+    busy: Mutex<BTreeSet<StorePath>>,
+    /// Bumped whenever outputs stop being busy.
+    released: watch::Sender<u64>,
 }
 
 impl EmbeddedStore {
@@ -56,7 +64,34 @@ impl EmbeddedStore {
             root: root.to_owned(),
             local: LocalStore::new(store_dir, root.join("store"), db),
             _lock: lock,
+            busy: Mutex::new(BTreeSet::new()),
+            released: watch::Sender::new(0),
         })
+    }
+
+    /// Mark `outputs` busy, all or none; false if one of them is busy.
+    pub(crate) fn claim<'a>(&self, outputs: impl Iterator<Item = &'a StorePath> + Clone) -> bool {
+        let mut busy = self.busy.lock().unwrap_or_else(PoisonError::into_inner);
+        if outputs.clone().any(|o| busy.contains(o)) {
+            return false;
+        }
+        busy.extend(outputs.cloned());
+        true
+    }
+
+    /// `outputs` are no longer busy.
+    pub(crate) fn release<'a>(&self, outputs: impl Iterator<Item = &'a StorePath>) {
+        let mut busy = self.busy.lock().unwrap_or_else(PoisonError::into_inner);
+        for o in outputs {
+            busy.remove(o);
+        }
+        drop(busy);
+        self.released.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Hears of every [`EmbeddedStore::release`].
+    pub(crate) fn releases(&self) -> watch::Receiver<u64> {
+        self.released.subscribe()
     }
 
     /// The store's root directory.
@@ -67,11 +102,6 @@ impl EmbeddedStore {
     /// Its items and database.
     pub fn local(&self) -> &LocalStore {
         &self.local
-    }
-
-    /// Its items and database, for writing.
-    pub fn local_mut(&mut self) -> &mut LocalStore {
-        &mut self.local
     }
 }
 

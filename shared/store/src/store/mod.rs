@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Read, Write};
+use std::sync::Arc;
 
 use offload_core::export::{self, ItemWriter, Limits};
 use offload_core::hashing::HashingWriter;
@@ -89,9 +90,9 @@ pub enum Store {
         spec: StoreSpec,
     },
     /// The embedded store.
-    Embedded(Box<EmbeddedStore>),
+    Embedded(Arc<EmbeddedStore>),
     /// This host's store, written directly.
-    Local(Box<LocalStore>),
+    Local(Arc<LocalStore>),
 }
 
 impl Store {
@@ -117,15 +118,28 @@ impl Store {
             StoreSpec::Embedded(root) => {
                 let store = EmbeddedStore::open(root, store_dir)?;
                 same_store_dir(store.local().db(), store.local().store_dir())?;
-                Ok(Self::Embedded(Box::new(store)))
+                Ok(Self::Embedded(Arc::new(store)))
             }
             StoreSpec::Local { state_dir, db_dir } => {
                 let db = Db::open(&db_dir.join("db.sqlite"))?;
                 same_store_dir(&db, &store_dir)?;
                 let real = std::path::PathBuf::from(store_dir.as_str());
                 let local = LocalStore::new(store_dir, real, db).with_gc_lock(state_dir.clone());
-                Ok(Self::Local(Box::new(local)))
+                Ok(Self::Local(Arc::new(local)))
             }
+        }
+    }
+
+    /// Another handle on the same store, usable at the same time as this
+    /// one (from another task): the same embedded or local store, or a
+    /// new connection to the same daemon.
+    pub async fn fork(&self) -> Result<Self, Error> {
+        match self {
+            Self::Daemon {
+                spec, store_dir, ..
+            } => Self::open(spec, store_dir.clone()).await,
+            Self::Embedded(e) => Ok(Self::Embedded(Arc::clone(e))),
+            Self::Local(l) => Ok(Self::Local(Arc::clone(l))),
         }
     }
 
@@ -254,7 +268,7 @@ impl Store {
                 Ok(paths)
             }
             Self::Daemon { client, .. } => import_nix(client, r, signatures, progress).await,
-            Self::Embedded(e) => Ok(paths_of(e.local_mut().import(
+            Self::Embedded(e) => Ok(paths_of(e.local().import(
                 r,
                 signatures,
                 Limits::default(),
@@ -329,7 +343,7 @@ impl Store {
     }
 
     /// The embedded store, when this is one.
-    pub fn embedded_mut(&mut self) -> Option<&mut EmbeddedStore> {
+    pub fn embedded(&self) -> Option<&EmbeddedStore> {
         match self {
             Self::Embedded(e) => Some(e),
             _ => None,
@@ -337,7 +351,7 @@ impl Store {
     }
 
     /// Set the function that receives the daemon's log (daemon stores only).
-    pub fn set_daemon_logger(&mut self, log: impl FnMut(daemon::LogEvent) + Send + 'static) {
+    pub fn set_daemon_logger(&mut self, log: impl FnMut(daemon::LogEvent) + Send + Sync + 'static) {
         if let Self::Daemon { client, .. } = self {
             client.set_logger(log);
         }

@@ -290,7 +290,7 @@ fn io_at(path: &Path) -> impl FnOnce(io::Error) -> Error + '_ {
 /// dependencies first; `events` hears of every step. One result per
 /// requested derivation, in order.
 pub async fn build(
-    store: &mut EmbeddedStore,
+    store: &EmbeddedStore,
     drvs: &[StorePath],
     opts: &BuildOptions,
     events: &mut (dyn FnMut(BuildEvent) + Send),

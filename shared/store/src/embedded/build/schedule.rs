@@ -1,5 +1,11 @@
 //! Scheduling: running the planned nodes, up to `max_jobs` at once, and
 //! registering their outputs.
+//!
+//! A node's outputs are claimed in the store before it starts and given
+//! back when it is settled (or when the run is dropped, cancelled), so that
+//! two runs of this process — builds for two masters — never build the
+//! same output at once: the second waits for the first and then finds the
+//! outputs valid.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -19,18 +25,31 @@ const LOG_LINES_IN_FLIGHT: usize = 1024;
 
 /// Runs the planned nodes.
 pub(super) struct Scheduler<'a> {
-    store: &'a mut EmbeddedStore,
+    store: &'a EmbeddedStore,
     nodes: Vec<Node>,
     opts: &'a BuildOptions,
     mode: Mode,
     running: JoinSet<(usize, Finished)>,
     tasks: HashMap<tokio::task::Id, usize>,
-    busy_outputs: BTreeSet<StorePath>,
+    /// Outputs this run claimed in the store and has not given back.
+    claimed: BTreeSet<StorePath>,
+    /// Whether a ready node waits for outputs another run is building.
+    blocked: bool,
+}
+
+impl Drop for Scheduler<'_> {
+    fn drop(&mut self) {
+        // Dropped while builds run (cancelled): the tasks die with the
+        // JoinSet, each killing its builder; the claims go now.
+        if !self.claimed.is_empty() {
+            self.store.release(self.claimed.iter());
+        }
+    }
 }
 
 impl<'a> Scheduler<'a> {
     pub(super) fn new(
-        store: &'a mut EmbeddedStore,
+        store: &'a EmbeddedStore,
         nodes: Vec<Node>,
         opts: &'a BuildOptions,
     ) -> Result<Self, Error> {
@@ -43,7 +62,8 @@ impl<'a> Scheduler<'a> {
             mode,
             running: JoinSet::new(),
             tasks: HashMap::new(),
-            busy_outputs: BTreeSet::new(),
+            claimed: BTreeSet::new(),
+            blocked: false,
         })
     }
 
@@ -53,14 +73,26 @@ impl<'a> Scheduler<'a> {
     ) -> Result<Vec<Node>, Error> {
         // Bounded: builders wait while the log's reader catches up.
         let (tx, mut rx) = mpsc::channel::<Line>(LOG_LINES_IN_FLIGHT);
+        let mut releases = self.store.releases();
         loop {
+            // Seen before looking, so a release after the look wakes us.
+            releases.borrow_and_update();
             self.start_ready(&tx, events)?;
             if self.running.is_empty() {
-                break;
+                if !self.blocked {
+                    break;
+                }
+                // Only builds of other runs hold us up.
+                if releases.changed().await.is_err() {
+                    break;
+                }
+                continue;
             }
+            let blocked = self.blocked;
             tokio::select! {
                 biased;
                 Some((i, line)) = rx.recv() => self.log(i, line, events),
+                Ok(()) = releases.changed(), if blocked => {}
                 Some(joined) = self.running.join_next_with_id() => {
                     // The task sent its lines before it ended.
                     while let Ok((i, line)) = rx.try_recv() {
@@ -81,7 +113,7 @@ impl<'a> Scheduler<'a> {
                 };
             }
         }
-        Ok(self.nodes)
+        Ok(std::mem::take(&mut self.nodes))
     }
 
     fn log(&self, i: usize, line: Vec<u8>, events: &mut (dyn FnMut(BuildEvent) + Send)) {
@@ -125,6 +157,7 @@ impl<'a> Scheduler<'a> {
         events: &mut (dyn FnMut(BuildEvent) + Send),
     ) -> Result<(), Error> {
         let max_jobs = self.opts.max_jobs.max(1);
+        self.blocked = false;
         loop {
             let mut progressed = false;
             for i in 0..self.nodes.len() {
@@ -152,19 +185,20 @@ impl<'a> Scheduler<'a> {
                     progressed = true;
                     continue;
                 }
-                if self.nodes[i]
-                    .outputs
-                    .values()
-                    .any(|o| self.busy_outputs.contains(o))
-                {
+                if !self.store.claim(self.nodes[i].outputs.values()) {
+                    self.blocked = true;
                     continue;
                 }
+                self.claimed.extend(self.nodes[i].outputs.values().cloned());
                 let db = self.store.local().db();
-                let mut all_valid = true;
-                for o in self.nodes[i].outputs.values() {
-                    all_valid &= db.is_valid(o)?;
-                }
-                if all_valid {
+                let valid: Result<Vec<bool>, _> = self.nodes[i]
+                    .outputs
+                    .values()
+                    .map(|o| db.is_valid(o))
+                    .collect();
+                let valid = valid.inspect_err(|_| self.unclaim(i))?;
+                if valid.iter().all(|v| *v) {
+                    self.unclaim(i);
                     self.nodes[i].state = State::Done {
                         status: BuildStatus::AlreadyValid,
                         message: None,
@@ -178,14 +212,13 @@ impl<'a> Scheduler<'a> {
                         events(BuildEvent::Started {
                             drv: self.nodes[i].drv.clone(),
                         });
-                        self.busy_outputs
-                            .extend(self.nodes[i].outputs.values().cloned());
                         self.nodes[i].state = State::Running;
                         let tx = tx.clone();
                         let handle = self.running.spawn(async move { (i, job.run(i, tx).await) });
                         self.tasks.insert(handle.id(), i);
                     }
                     Err(e) => {
+                        self.unclaim(i);
                         self.settle(i, BuildStatus::MiscFailure, e.to_string(), events);
                     }
                 }
@@ -195,6 +228,15 @@ impl<'a> Scheduler<'a> {
                 return Ok(());
             }
         }
+    }
+
+    /// Give back the claim on node `i`'s outputs.
+    fn unclaim(&mut self, i: usize) {
+        let outputs = &self.nodes[i].outputs;
+        for o in outputs.values() {
+            self.claimed.remove(o);
+        }
+        self.store.release(outputs.values());
     }
 
     fn settle(
@@ -217,9 +259,6 @@ impl<'a> Scheduler<'a> {
 
     /// Register a finished build's outputs, or record its failure.
     fn finish(&mut self, i: usize, mut f: Finished, events: &mut (dyn FnMut(BuildEvent) + Send)) {
-        for o in self.nodes[i].outputs.values() {
-            self.busy_outputs.remove(o);
-        }
         if f.status == BuildStatus::Built {
             let regs: Vec<Registration> = f
                 .infos
@@ -229,7 +268,7 @@ impl<'a> Scheduler<'a> {
                     drv_outputs: Vec::new(),
                 })
                 .collect();
-            let written = self.store.local_mut().db_mut().write(|tx| {
+            let written = self.store.local().db().write(|tx| {
                 for reg in &regs {
                     tx.register(reg)?;
                 }
@@ -244,6 +283,7 @@ impl<'a> Scheduler<'a> {
                 ));
             }
         }
+        self.unclaim(i);
         let node = &mut self.nodes[i];
         match (&f.status, &f.message) {
             (BuildStatus::Built, _) => events(BuildEvent::Built {

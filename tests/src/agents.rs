@@ -1,0 +1,243 @@
+//! Agents in-process for tests: keys and ACLs for a master and an agent,
+//! derivations with `/gnu/store` paths (made by a real `nix-instantiate`
+//! into a chroot store, so nothing is created under `/gnu`), signed export
+//! streams of them, and a running service on a loopback port.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use offload_agent::service::{self, Config, Service};
+use offload_core::acl::Acl;
+use offload_core::keys::SecretKey;
+use offload_core::store_path::{StoreDir, StorePath};
+use offload_master::agent_link::{AgentLink, Expect, LinkError};
+use offload_store::local::Signatures;
+use offload_store::spec::StoreSpec;
+use offload_store::store::Store;
+
+use crate::nixd::IsolatedNix;
+use crate::{nix_store_url, run_ok};
+
+/// A Guix key made from a seed (tests only: not random).
+pub fn key(seed: u8) -> Arc<SecretKey> {
+    Arc::new(SecretKey::from_random(&[seed; 32]))
+}
+
+/// An ACL holding `keys`.
+pub fn acl_of(keys: &[&SecretKey]) -> Acl {
+    let mut acl = Acl::default();
+    for k in keys {
+        acl.authorize(k.public_key());
+    }
+    acl
+}
+
+/// Derivations for `/gnu/store`, made by Nix 2.8 in a chroot store.
+pub struct Drvs {
+    nix: IsolatedNix,
+    url: String,
+}
+
+impl Default for Drvs {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drvs {
+    /// An empty chroot store.
+    pub fn new() -> Self {
+        let nix = IsolatedNix::new();
+        let url = nix_store_url(&nix.root().join("chroot"), "/gnu/store");
+        Self { nix, url }
+    }
+
+    /// `/bin/sh -c SCRIPT` as a derivation named `name` (outputs `out`);
+    /// its `.drv` path.
+    pub fn sh(&self, name: &str, script: &str) -> String {
+        self.instantiate(&IsolatedNix::sh_derivation(name, script))
+    }
+
+    /// `nix-instantiate --expr EXPR` into the chroot store.
+    pub fn instantiate(&self, expr: &str) -> String {
+        self.nix
+            .run("nix-instantiate", &["--store", &self.url, "--expr", expr])
+    }
+
+    /// The closure of `paths`, references first.
+    pub fn closure(&self, paths: &[&str]) -> Vec<String> {
+        let out = self.nix.run(
+            "nix-store",
+            &[&["--store", &self.url, "-qR"], paths].concat(),
+        );
+        out.lines().map(str::to_owned).collect()
+    }
+
+    /// An export stream of `paths` (in this order), signed with `key`:
+    /// exported by Nix unsigned, then re-exported through an embedded store.
+    pub async fn signed_export(&self, paths: &[String], key: &SecretKey) -> Vec<u8> {
+        let mut export = self.nix.command("nix-store");
+        export.args(["--store", &self.url, "--export"]).args(paths);
+        let unsigned = run_ok(&mut export, b"");
+        let root = tempfile::tempdir().expect("tempdir");
+        {
+            let mut store = Store::open(
+                &StoreSpec::Embedded(root.path().to_owned()),
+                StoreDir::default(),
+            )
+            .await
+            .expect("scratch store");
+            store
+                .import(&unsigned[..], Signatures::Ignore, &mut |_| {})
+                .await
+                .expect("import Nix's export");
+            let parsed: Vec<StorePath> = paths
+                .iter()
+                .map(|p| StorePath::parse(p).expect("store path"))
+                .collect();
+            let mut out = Vec::new();
+            store.export(&parsed, key, &mut out).await.expect("export");
+            out
+        }
+    }
+}
+
+/// A multi-threaded runtime.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+/// An agent serving on 127.0.0.1, with an embedded `/gnu/store` store.
+pub struct TestAgent {
+    /// Its service.
+    pub service: Arc<Service>,
+    /// Its QUIC address.
+    pub addr: SocketAddr,
+    /// Its key.
+    pub key: Arc<SecretKey>,
+    /// Its state and store.
+    pub dir: tempfile::TempDir,
+    endpoint: quinn::Endpoint,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl TestAgent {
+    /// Start an agent with `slots` build slots, key `key`, serving the
+    /// masters in `acl`, on `rt`.
+    pub fn start(
+        rt: &tokio::runtime::Runtime,
+        key: Arc<SecretKey>,
+        acl: Acl,
+        config: Config,
+    ) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("agent-")
+            .tempdir()
+            .expect("tempdir");
+        let store_root = dir.path().join("store");
+        rt.block_on(async {
+            let store = Store::open(&StoreSpec::Embedded(store_root), StoreDir::default())
+                .await
+                .expect("agent store");
+            let service = Service::new(config, Arc::clone(&key), acl, store);
+            let endpoint =
+                service::quic::endpoint(&service, ([127, 0, 0, 1], 0).into()).expect("endpoint");
+            let addr = endpoint.local_addr().expect("addr");
+            let tasks = vec![
+                tokio::spawn(service::quic::serve(
+                    Arc::clone(&service),
+                    endpoint.clone(),
+                    std::future::pending(),
+                )),
+                tokio::spawn(Arc::clone(&service).run_lease_timer()),
+            ];
+            Self {
+                service,
+                addr,
+                key,
+                dir,
+                endpoint,
+                tasks,
+            }
+        })
+    }
+
+    /// The agent's store root (`embedded:` directory).
+    pub fn store_root(&self) -> PathBuf {
+        self.dir.path().join("store")
+    }
+
+    /// Whether `path` is a valid item of the agent's store.
+    pub fn has(&self, path: &str) -> bool {
+        let db =
+            offload_store::db::Db::open(&self.store_root().join("var/db/db.sqlite")).expect("db");
+        db.is_valid(&StorePath::parse(path).expect("path"))
+            .expect("query")
+    }
+
+    /// Stop serving: close every connection.
+    pub fn stop(&self) {
+        self.endpoint.close(0u32.into(), b"test over");
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl Drop for TestAgent {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A configuration for tests.
+pub fn config(slots: u32) -> Config {
+    Config {
+        name: "test-agent".into(),
+        systems: vec![crate::current_system()],
+        features: vec![],
+        speed: 1.0,
+        slots,
+        lease_ttl: Duration::from_secs(60),
+        cores: 1,
+        max_log_size: None,
+    }
+}
+
+/// Connect to `agent` as the master holding `key`, accepting agents in `acl`.
+pub async fn connect(
+    addr: SocketAddr,
+    key: &Arc<SecretKey>,
+    acl: &Acl,
+    fingerprint: Option<String>,
+) -> Result<AgentLink, LinkError> {
+    AgentLink::connect_quic(
+        addr,
+        Arc::clone(key),
+        Expect {
+            acl: Arc::new(acl.clone()),
+            fingerprint,
+        },
+    )
+    .await
+}
+
+/// Wait up to `limit` for `f` to hold; whether it did.
+pub fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if f() {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

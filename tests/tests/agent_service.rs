@@ -1,0 +1,448 @@
+//! The agent's build service in-process, over QUIC on 127.0.0.1 and over
+//! an in-memory byte stream: mutual key proof in the handshake, leases
+//! across masters, import, builds with live logs, cancellation, export,
+//! and hostile peers. Builds run in the embedded store's sandbox, on
+//! derivations made by the real Nix 2.8.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use offload_core::proto::{BuildRequest, BuildStatus, FailureKind};
+use offload_master::agent_link::{AgentLink, LinkError};
+use offload_tests::agents::{Drvs, TestAgent, acl_of, config, connect, key, runtime, wait_for};
+use offload_tests::processes_with;
+
+fn build_req(lease: u64, drv: &str) -> BuildRequest {
+    BuildRequest {
+        lease,
+        drv: drv.to_owned(),
+        max_silent_secs: 0,
+        timeout_secs: 0,
+    }
+}
+
+#[test]
+fn mutually_authorized_peers_connect() {
+    let rt = runtime();
+    let (master, agent_key) = (key(1), key(2));
+    let agent = TestAgent::start(&rt, Arc::clone(&agent_key), acl_of(&[&master]), config(2));
+    let fp = agent_key.public_key().fingerprint();
+    rt.block_on(async {
+        let link = connect(agent.addr, &master, &acl_of(&[&agent_key]), Some(fp))
+            .await
+            .expect("connect");
+        assert_eq!(link.peer_key(), *agent_key.public_key().ecc_q().unwrap());
+        assert_eq!(link.welcome().status.slots, 2);
+        let status = link.status().await.expect("status");
+        assert_eq!((status.free, status.running), (2, 0));
+        assert_eq!(status.store_dir, "/gnu/store");
+        link.close().await;
+    });
+    assert_eq!(agent.service.sessions_opened(), 1);
+}
+
+#[test]
+fn an_unauthorized_master_is_refused_in_the_handshake() {
+    let rt = runtime();
+    let (master, stranger, agent_key) = (key(1), key(3), key(2));
+    let agent = TestAgent::start(&rt, Arc::clone(&agent_key), acl_of(&[&master]), config(1));
+    let err = rt
+        .block_on(connect(agent.addr, &stranger, &acl_of(&[&agent_key]), None))
+        .err()
+        .expect("refused");
+    assert!(
+        matches!(&err, LinkError::Refused(m) if m.contains("our key is not in the agent's ACL")),
+        "{err}"
+    );
+    // No session: nothing reached the application.
+    assert_eq!(agent.service.sessions_opened(), 0);
+}
+
+#[test]
+fn an_impostor_agent_is_refused_by_the_master() {
+    let rt = runtime();
+    let (master, honest, impostor) = (key(1), key(2), key(4));
+    // The impostor holds its own key but advertises the honest agent's
+    // fingerprint; both keys are in the master's ACL.
+    let agent = TestAgent::start(&rt, Arc::clone(&impostor), acl_of(&[&master]), config(1));
+    let err = rt
+        .block_on(connect(
+            agent.addr,
+            &master,
+            &acl_of(&[&honest, &impostor]),
+            Some(honest.public_key().fingerprint()),
+        ))
+        .err()
+        .expect("refused");
+    let honest_fp = honest.public_key().fingerprint();
+    assert!(
+        matches!(&err, LinkError::Impostor(m) if m.contains(&format!("could not prove key {honest_fp}"))),
+        "{err}"
+    );
+    assert_eq!(agent.service.sessions_opened(), 0);
+}
+
+#[test]
+fn a_man_in_the_middle_with_its_own_key_is_refused() {
+    let rt = runtime();
+    let (master, agent_key, mitm) = (key(1), key(2), key(5));
+    // The man in the middle answers at the agent's address with its own
+    // key; the master expects the agent's key.
+    let middle = TestAgent::start(&rt, Arc::clone(&mitm), acl_of(&[&master]), config(1));
+    let err = rt
+        .block_on(connect(
+            middle.addr,
+            &master,
+            &acl_of(&[&agent_key]),
+            Some(agent_key.public_key().fingerprint()),
+        ))
+        .err()
+        .expect("refused");
+    assert!(matches!(err, LinkError::Impostor(_)), "{err}");
+    // Without an advertised key to expect, its key is not in our ACL.
+    let err = rt
+        .block_on(connect(middle.addr, &master, &acl_of(&[&agent_key]), None))
+        .err()
+        .expect("refused");
+    assert!(
+        matches!(&err, LinkError::Unauthorized(m) if m.contains("not in our ACL")),
+        "{err}"
+    );
+}
+
+/// A log callback, and what completes once it has seen `text`.
+fn when_logged(
+    text: &'static str,
+) -> (impl FnMut(&[u8]) + Send, tokio::sync::oneshot::Receiver<()>) {
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let mut tx = Some(tx);
+    let log = move |chunk: &[u8]| {
+        if String::from_utf8_lossy(chunk).contains(text)
+            && let Some(tx) = tx.take()
+        {
+            let _ = tx.send(());
+        }
+    };
+    (log, rx)
+}
+
+/// Import `drv`'s closure (signed by `master`) over `link`.
+async fn send_closure(
+    link: &AgentLink,
+    drvs: &Drvs,
+    drv: &str,
+    master: &offload_core::keys::SecretKey,
+) {
+    let closure = drvs.closure(&[drv]);
+    let missing = link.query_missing(&closure).await.expect("query");
+    let stream = drvs.signed_export(&missing, master).await;
+    let imported = link.import(&mut &stream[..]).await.expect("import");
+    assert_eq!(imported, missing);
+    assert!(
+        link.query_missing(&closure)
+            .await
+            .expect("query")
+            .is_empty()
+    );
+}
+
+#[test]
+fn import_build_with_a_live_log_and_export() {
+    let rt = runtime();
+    let (master, agent_key) = (key(1), key(2));
+    let agent = TestAgent::start(&rt, Arc::clone(&agent_key), acl_of(&[&master]), config(1));
+    let drvs = Drvs::new();
+    let drv = drvs.sh(
+        "live-log",
+        "echo first line; /bin/sleep 2; echo second line; echo built > $out",
+    );
+    rt.block_on(async {
+        let link = connect(agent.addr, &master, &acl_of(&[&agent_key]), None)
+            .await
+            .expect("connect");
+        send_closure(&link, &drvs, &drv, &master).await;
+        let lease = link.lease().await.expect("lease");
+        let start = Instant::now();
+        let seen: Arc<Mutex<Vec<(Duration, String)>>> = Arc::default();
+        let mut log = {
+            let seen = Arc::clone(&seen);
+            move |chunk: &[u8]| {
+                seen.lock()
+                    .unwrap()
+                    .push((start.elapsed(), String::from_utf8_lossy(chunk).into_owned()));
+            }
+        };
+        let outcome = link
+            .build(build_req(lease.id, &drv), &mut log)
+            .await
+            .expect("build");
+        let finished = start.elapsed();
+        assert_eq!(outcome.status, BuildStatus::Built, "{outcome:?}");
+        let seen = seen.lock().unwrap().clone();
+        let first = seen
+            .iter()
+            .find(|(_, text)| text.contains("first line"))
+            .expect("the first line arrived");
+        // The builder sleeps 2 s after its first line: it arrived while
+        // the build ran, not with its end.
+        assert!(
+            finished - first.0 >= Duration::from_millis(1500),
+            "first line at {:?}, end at {finished:?}",
+            first.0
+        );
+        assert!(seen.iter().any(|(_, t)| t.contains("second line")));
+        let (name, out) = &outcome.outputs[0];
+        assert_eq!(name, "out");
+        // The output comes back signed by the agent, with its references.
+        let mut stream = Vec::new();
+        link.export(std::slice::from_ref(out), &mut stream)
+            .await
+            .expect("export");
+        let acl = acl_of(&[&agent_key]);
+        let mut reader = offload_core::export::ExportReader::new(&stream[..], Default::default());
+        let mut item = reader.next_item().unwrap().expect("one item");
+        while item.nar().next_event().unwrap().is_some() {}
+        let trailer = item.finish().unwrap();
+        assert_eq!(trailer.path.to_string(), *out);
+        assert!(offload_core::export::check_item(&trailer, &acl).is_valid());
+        link.release(lease.id).await.expect("release");
+        assert_eq!(link.status().await.unwrap().free, 1);
+        link.close().await;
+    });
+}
+
+#[test]
+fn a_tampered_archive_is_refused_and_nothing_of_the_bad_item_is_kept() {
+    let rt = runtime();
+    let (master, agent_key) = (key(1), key(2));
+    let agent = TestAgent::start(&rt, Arc::clone(&agent_key), acl_of(&[&master]), config(1));
+    let drvs = Drvs::new();
+    let dep = drvs.sh("tamper-dep", "echo dep > $out");
+    let drv = drvs.instantiate(&format!(
+        "let dep = import {dep}; in derivation {{ name = \"tamper-top\"; system = builtins.currentSystem; \
+         builder = \"/bin/sh\"; args = [\"-c\" \"echo ${{dep}} > $out\"]; }}"
+    ));
+    let closure = drvs.closure(&[&drv]);
+    assert_eq!(closure.len(), 2, "{closure:?}");
+    let mut stream = rt.block_on(drvs.signed_export(&closure, &master));
+    // Change a byte of the second item's NAR (its `.drv` text, which holds
+    // the quoted name; the trailer's path is not quoted): its hash no
+    // longer matches the signed one.
+    let needle = b"\"tamper-top\"";
+    let at = stream
+        .windows(needle.len())
+        .rposition(|w| w == needle)
+        .expect("the name is in the stream");
+    let first_item_end = stream
+        .windows(b"tamper-dep".len())
+        .position(|w| w == b"tamper-dep")
+        .unwrap();
+    assert!(at > first_item_end);
+    stream[at + 1] = b'T';
+    rt.block_on(async {
+        let link = connect(agent.addr, &master, &acl_of(&[&agent_key]), None)
+            .await
+            .expect("connect");
+        let err = link.import(&mut &stream[..]).await.expect_err("refused");
+        assert!(
+            matches!(&err, LinkError::Failed(f) if f.kind == FailureKind::Refused && f.message.contains(&closure[1])),
+            "{err}"
+        );
+        // The session goes on.
+        assert!(link.status().await.is_ok());
+    });
+    assert!(agent.has(&closure[0]), "the first, valid item is kept");
+    assert!(
+        !agent.has(&closure[1]),
+        "nothing of the bad item is registered"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(agent.store_root().join("store"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("tamper-top") || n.starts_with(".offload-import"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn cancelled_and_abandoned_builds_leave_no_process() {
+    let rt = runtime();
+    let (master, agent_key) = (key(1), key(2));
+    let agent = TestAgent::start(&rt, Arc::clone(&agent_key), acl_of(&[&master]), config(2));
+    let drvs = Drvs::new();
+    let marker_a = format!("cancel-me-{}", std::process::id());
+    let marker_b = format!("abandon-me-{}", std::process::id());
+    let drv_a = drvs.sh(
+        "cancel",
+        &format!("echo started; exec /bin/sleep 1000 # {marker_a}"),
+    );
+    let drv_b = drvs.sh(
+        "abandon",
+        &format!("echo started; exec /bin/sleep 1001 # {marker_b}"),
+    );
+    rt.block_on(async {
+        let link = connect(agent.addr, &master, &acl_of(&[&agent_key]), None)
+            .await
+            .expect("connect");
+        send_closure(&link, &drvs, &drv_a, &master).await;
+        send_closure(&link, &drvs, &drv_b, &master).await;
+        // Cancelled: the master drops the request once the build runs.
+        let lease = link.lease().await.expect("lease");
+        let (mut log, rx) = when_logged("started");
+        tokio::select! {
+            r = link.build(build_req(lease.id, &drv_a), &mut log) => panic!("finished: {r:?}"),
+            _ = rx => {}
+        }
+        assert_eq!(processes_with(&marker_a).len(), 1, "the builder ran");
+        let gone = tokio::task::spawn_blocking({
+            let m = marker_a.clone();
+            move || wait_for(Duration::from_secs(20), || processes_with(&m).is_empty())
+        });
+        assert!(gone.await.unwrap(), "the cancelled builder is gone");
+        // Abandoned: the master's connection closes while it builds.
+        let lease = link.lease().await.expect("second lease");
+        let (mut log, rx) = when_logged("started");
+        tokio::select! {
+            r = link.build(build_req(lease.id, &drv_b), &mut log) => panic!("finished: {r:?}"),
+            _ = rx => {}
+        }
+        link.close().await;
+    });
+    assert!(
+        wait_for(Duration::from_secs(20), || processes_with(&marker_b)
+            .is_empty()),
+        "the abandoned builder is gone"
+    );
+    assert!(
+        wait_for(Duration::from_secs(10), || agent.service.status().free == 2),
+        "the leases went with the master: {:?}",
+        agent.service.status()
+    );
+}
+
+#[test]
+fn leases_are_shared_fairly_by_three_masters_and_never_exceed_the_slots() {
+    let rt = runtime();
+    let masters = [key(1), key(6), key(7)];
+    let agent_key = key(2);
+    let agent = TestAgent::start(
+        &rt,
+        Arc::clone(&agent_key),
+        acl_of(&[&masters[0], &masters[1], &masters[2]]),
+        config(2),
+    );
+    let drvs = Drvs::new();
+    // Each build records when it ran; a distinct derivation per build.
+    let built: Vec<String> = (0..30)
+        .map(|i| {
+            drvs.sh(
+                &format!("slot-{i}"),
+                "s=$(/bin/date +%s.%N); /bin/sleep 0.3; e=$(/bin/date +%s.%N); echo \"$s $e\" > $out",
+            )
+        })
+        .collect();
+    let max_running = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let watching = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let watcher = {
+        let (service, max, watching) = (
+            Arc::clone(&agent.service),
+            Arc::clone(&max_running),
+            Arc::clone(&watching),
+        );
+        std::thread::spawn(move || {
+            while watching.load(std::sync::atomic::Ordering::Relaxed) {
+                max.fetch_max(service.running(), std::sync::atomic::Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+    let outputs: Vec<String> = rt.block_on(async {
+        let mut links = Vec::new();
+        for m in &masters {
+            let link = connect(agent.addr, m, &acl_of(&[&agent_key]), None)
+                .await
+                .expect("connect");
+            links.push(Arc::new(link));
+        }
+        // The .drv files, sent once.
+        let all: Vec<&str> = built.iter().map(String::as_str).collect();
+        let closure = drvs.closure(&all);
+        let stream = drvs.signed_export(&closure, &masters[0]).await;
+        links[0].import(&mut &stream[..]).await.expect("import");
+        let mut tasks = Vec::new();
+        for (i, drv) in built.iter().enumerate() {
+            let link = Arc::clone(&links[i % 3]);
+            let drv = drv.clone();
+            tasks.push(tokio::spawn(async move {
+                let lease = loop {
+                    match link.lease().await {
+                        Ok(l) => break l,
+                        Err(LinkError::Failed(f)) if f.kind == FailureKind::Busy => {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                        Err(e) => panic!("lease: {e}"),
+                    }
+                };
+                let outcome = link
+                    .build(build_req(lease.id, &drv), &mut |_| {})
+                    .await
+                    .expect("build");
+                assert_eq!(outcome.status, BuildStatus::Built, "{outcome:?}");
+                link.release(lease.id).await.expect("release");
+                outcome.outputs[0].1.clone()
+            }));
+        }
+        let mut outs = Vec::new();
+        for t in tasks {
+            outs.push(t.await.expect("task"));
+        }
+        outs
+    });
+    watching.store(false, std::sync::atomic::Ordering::Relaxed);
+    watcher.join().unwrap();
+    assert!(max_running.load(std::sync::atomic::Ordering::Relaxed) <= 2);
+    // From the builders' own clocks: never more than 2 at once.
+    let mut edges: Vec<(f64, i32)> = Vec::new();
+    for out in &outputs {
+        let real = agent
+            .store_root()
+            .join("store")
+            .join(out.trim_start_matches("/gnu/store/"));
+        let text = std::fs::read_to_string(real).expect("output");
+        let mut it = text.split_whitespace().map(|v| v.parse::<f64>().unwrap());
+        edges.push((it.next().unwrap(), 1));
+        edges.push((it.next().unwrap(), -1));
+    }
+    edges.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let (mut now, mut peak) = (0, 0);
+    for (_, d) in edges {
+        now += d;
+        peak = peak.max(now);
+    }
+    assert!(peak <= 2, "{peak} builds ran at once");
+    assert_eq!(agent.service.status().free, 2);
+}
+
+#[test]
+fn an_unused_lease_expires_and_a_vanished_master_loses_its_leases() {
+    let rt = runtime();
+    let (master, agent_key) = (key(1), key(2));
+    let mut cfg = config(1);
+    cfg.lease_ttl = Duration::from_millis(500);
+    let agent = TestAgent::start(&rt, Arc::clone(&agent_key), acl_of(&[&master]), cfg);
+    rt.block_on(async {
+        let link = connect(agent.addr, &master, &acl_of(&[&agent_key]), None)
+            .await
+            .expect("connect");
+        let lease = link.lease().await.expect("lease");
+        assert_eq!(lease.ttl, Duration::from_millis(500));
+        assert_eq!(link.status().await.unwrap().free, 0);
+        tokio::time::sleep(Duration::from_millis(900)).await;
+        assert_eq!(link.status().await.unwrap().free, 1, "expired");
+        let err = link.renew(lease.id).await.expect_err("gone");
+        assert!(
+            matches!(&err, LinkError::Failed(f) if f.kind == FailureKind::UnknownLease),
+            "{err}"
+        );
+    });
+}
