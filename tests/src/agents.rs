@@ -241,3 +241,57 @@ pub fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// A UDP relay between one client and `target` that can be cut, so that
+/// a peer vanishes without a word (as when it is killed or unplugged).
+pub struct UdpRelay {
+    /// Where clients connect.
+    pub addr: SocketAddr,
+    cut: Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl UdpRelay {
+    /// A relay to `target` (inside a runtime).
+    pub async fn start(target: SocketAddr) -> Self {
+        let front = tokio::net::UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        let back = tokio::net::UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        back.connect(target).await.expect("connect");
+        let addr = front.local_addr().expect("addr");
+        let cut = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let task = {
+            let cut = Arc::clone(&cut);
+            tokio::spawn(async move {
+                let mut client: Option<SocketAddr> = None;
+                let (mut a, mut b) = (vec![0u8; 65536], vec![0u8; 65536]);
+                loop {
+                    tokio::select! {
+                        Ok((n, from)) = front.recv_from(&mut a) => {
+                            client = Some(from);
+                            if !cut.load(std::sync::atomic::Ordering::Relaxed) {
+                                let _ = back.send(&a[..n]).await;
+                            }
+                        }
+                        Ok(n) = back.recv(&mut b) => {
+                            if let (Some(c), false) = (client, cut.load(std::sync::atomic::Ordering::Relaxed)) {
+                                let _ = front.send_to(&b[..n], c).await;
+                            }
+                        }
+                    }
+                }
+            })
+        };
+        Self { addr, cut, task }
+    }
+
+    /// Drop every packet from now on, both ways.
+    pub fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Drop for UdpRelay {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

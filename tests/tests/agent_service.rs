@@ -8,8 +8,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use offload_core::proto::{BuildRequest, BuildStatus, FailureKind};
-use offload_master::agent_link::{AgentLink, LinkError};
-use offload_tests::agents::{Drvs, TestAgent, acl_of, config, connect, key, runtime, wait_for};
+use offload_master::agent_link::{AgentLink, Expect, LinkError};
+use offload_tests::agents::{
+    Drvs, TestAgent, UdpRelay, acl_of, config, connect, key, runtime, wait_for,
+};
 use offload_tests::processes_with;
 
 fn build_req(lease: u64, drv: &str) -> BuildRequest {
@@ -270,15 +272,17 @@ fn cancelled_and_abandoned_builds_leave_no_process() {
     let (master, agent_key) = (key(1), key(2));
     let agent = TestAgent::start(&rt, Arc::clone(&agent_key), acl_of(&[&master]), config(2));
     let drvs = Drvs::new();
-    let marker_a = format!("cancel-me-{}", std::process::id());
-    let marker_b = format!("abandon-me-{}", std::process::id());
+    // The markers are in the builders' command lines before and after
+    // the exec (sleep takes fractional seconds).
+    let marker_a = format!("1000.000{}", std::process::id());
+    let marker_b = format!("1001.000{}", std::process::id());
     let drv_a = drvs.sh(
         "cancel",
-        &format!("echo started; exec /bin/sleep 1000 # {marker_a}"),
+        &format!("echo started; exec /bin/sleep {marker_a}"),
     );
     let drv_b = drvs.sh(
         "abandon",
-        &format!("echo started; exec /bin/sleep 1001 # {marker_b}"),
+        &format!("echo started; exec /bin/sleep {marker_b}"),
     );
     rt.block_on(async {
         let link = connect(agent.addr, &master, &acl_of(&[&agent_key]), None)
@@ -293,7 +297,7 @@ fn cancelled_and_abandoned_builds_leave_no_process() {
             r = link.build(build_req(lease.id, &drv_a), &mut log) => panic!("finished: {r:?}"),
             _ = rx => {}
         }
-        assert_eq!(processes_with(&marker_a).len(), 1, "the builder ran");
+        assert!(!processes_with(&marker_a).is_empty(), "the builder runs");
         let gone = tokio::task::spawn_blocking({
             let m = marker_a.clone();
             move || wait_for(Duration::from_secs(20), || processes_with(&m).is_empty())
@@ -444,5 +448,162 @@ fn an_unused_lease_expires_and_a_vanished_master_loses_its_leases() {
             matches!(&err, LinkError::Failed(f) if f.kind == FailureKind::UnknownLease),
             "{err}"
         );
+    });
+}
+
+#[test]
+fn a_master_that_vanishes_without_a_word_loses_its_leases() {
+    let rt = runtime();
+    let (master, agent_key) = (key(1), key(2));
+    let agent = TestAgent::start(&rt, Arc::clone(&agent_key), acl_of(&[&master]), config(1));
+    let relay = rt.block_on(UdpRelay::start(agent.addr));
+    let link = rt.block_on(async {
+        let link = connect(relay.addr, &master, &acl_of(&[&agent_key]), None)
+            .await
+            .expect("connect through the relay");
+        link.lease().await.expect("lease");
+        link
+    });
+    assert_eq!(agent.service.status().free, 0);
+    // The master's packets stop: no close, no reset, as if it were killed.
+    relay.cut();
+    let since = Instant::now();
+    assert!(
+        wait_for(Duration::from_secs(15), || agent.service.status().free == 1),
+        "the lease outlived its master"
+    );
+    // Noticed by the idle timeout (4 s), not by the lease's 60 s.
+    assert!(since.elapsed() < Duration::from_secs(10), "{:?}", since.elapsed());
+    drop(link);
+}
+
+/// An agent's byte-stream service and a master's link over an in-memory
+/// pipe.
+fn stdio_pair(
+    rt: &tokio::runtime::Runtime,
+    agent: &TestAgent,
+    master: &Arc<offload_core::keys::SecretKey>,
+    expect: Expect,
+) -> (Result<AgentLink, LinkError>, tokio::task::JoinHandle<Result<(), String>>) {
+    rt.block_on(async {
+        let (master_end, agent_end) = tokio::io::duplex(1 << 16);
+        let (ar, aw) = tokio::io::split(agent_end);
+        let service = Arc::clone(&agent.service);
+        let served = tokio::spawn(async move {
+            offload_agent::service::stdio::serve(service, ar, aw)
+                .await
+                .map_err(|e| e.to_string())
+        });
+        let (mr, mw) = tokio::io::split(master_end);
+        (AgentLink::connect_stream(mr, mw, master, &expect).await, served)
+    })
+}
+
+#[test]
+fn the_byte_stream_session_proves_both_keys_and_serves_requests() {
+    let rt = runtime();
+    let (master, agent_key, stranger) = (key(1), key(2), key(3));
+    let agent = TestAgent::start(&rt, Arc::clone(&agent_key), acl_of(&[&master]), config(1));
+    let drvs = Drvs::new();
+    let drv = drvs.sh("over-stdio", "echo over stdio; echo ok > $out");
+    let expect = Expect {
+        acl: Arc::new(acl_of(&[&agent_key])),
+        fingerprint: Some(agent_key.public_key().fingerprint()),
+    };
+    let (link, served) = stdio_pair(&rt, &agent, &master, expect.clone());
+    let link = link.expect("connect over the byte stream");
+    assert_eq!(link.peer_key(), *agent_key.public_key().ecc_q().unwrap());
+    rt.block_on(async {
+        send_closure(&link, &drvs, &drv, &master).await;
+        let lease = link.lease().await.expect("lease");
+        let mut log = Vec::new();
+        let outcome = link
+            .build(build_req(lease.id, &drv), &mut |c| log.extend_from_slice(c))
+            .await
+            .expect("build");
+        assert_eq!(outcome.status, BuildStatus::Built, "{outcome:?}");
+        assert!(String::from_utf8_lossy(&log).contains("over stdio"));
+        let mut stream = Vec::new();
+        link.export(&[outcome.outputs[0].1.clone()], &mut stream)
+            .await
+            .expect("export");
+        assert!(!stream.is_empty());
+        link.close().await;
+        served.await.unwrap().expect("the session ended cleanly");
+    });
+    assert_eq!(agent.service.status().free, 1, "the lease went with the session");
+
+    // A master whose key is not in the agent's ACL.
+    let (link, served) = stdio_pair(&rt, &agent, &stranger, expect.clone());
+    let err = link.err().expect("refused");
+    assert!(matches!(&err, LinkError::Refused(m) if m.contains("not authorized")), "{err}");
+    assert!(rt.block_on(served).unwrap().is_err());
+
+    // An agent that is not the one the machine advertises.
+    let wrong = Expect {
+        fingerprint: Some(stranger.public_key().fingerprint()),
+        ..expect
+    };
+    let (link, _) = stdio_pair(&rt, &agent, &master, wrong);
+    assert!(matches!(link, Err(LinkError::Impostor(_))));
+}
+
+#[test]
+fn hostile_frames_get_an_error_and_a_closed_connection() {
+    use offload_core::proto::{MAX_FRAME, ToMaster};
+    let rt = runtime();
+    let (master, agent_key) = (key(1), key(2));
+    let agent = TestAgent::start(&rt, Arc::clone(&agent_key), acl_of(&[&master]), config(1));
+    let cases: [(&str, Vec<u8>); 3] = [
+        ("oversized", (u32::try_from(MAX_FRAME).unwrap() + 1).to_le_bytes().to_vec()),
+        ("malformed", [&5u32.to_le_bytes()[..], &[0xff; 5]].concat()),
+        // A Vec claiming 2^40 bytes inside a small frame.
+        (
+            "claimed length",
+            [&10u32.to_le_bytes()[..], &[2, 0xfd], &(1u64 << 40).to_le_bytes()].concat(),
+        ),
+    ];
+    for (what, bytes) in cases {
+        rt.block_on(async {
+            let check = Arc::new(offload_net::identity::PeerCheck::new(|_| Ok(())));
+            let config = offload_net::quic::client_config(Arc::clone(&master), check).unwrap();
+            let endpoint = offload_net::quic::client(agent.addr).unwrap();
+            let conn = endpoint
+                .connect_with(config, agent.addr, "agent")
+                .unwrap()
+                .await
+                .expect("handshake");
+            // The hello first, then the hostile request stream.
+            let (mut send, mut recv) = conn.open_bi().await.unwrap();
+            let hello = offload_core::proto::ToAgent::Hello(offload_core::proto::Hello {
+                versions: vec![1],
+                software: "hostile".into(),
+            });
+            offload_net::framed::write_frame(&mut send, &hello).await.unwrap();
+            send.finish().unwrap();
+            let welcome: Option<ToMaster> = offload_net::framed::read_frame(&mut recv).await.unwrap();
+            assert!(matches!(welcome, Some(ToMaster::Welcome(_))));
+            let (mut send, mut recv) = conn.open_bi().await.unwrap();
+            tokio::io::AsyncWriteExt::write_all(&mut send, &bytes).await.unwrap();
+            let answer: Option<ToMaster> = offload_net::framed::read_frame(&mut recv).await.unwrap();
+            assert!(
+                matches!(&answer, Some(ToMaster::Error(f)) if f.kind == FailureKind::Protocol),
+                "{what}: {answer:?}"
+            );
+            let reason = tokio::time::timeout(Duration::from_secs(5), conn.closed())
+                .await
+                .expect("the agent closes the connection");
+            assert!(
+                matches!(&reason, quinn::ConnectionError::ApplicationClosed(c) if c.error_code == 2u32.into()),
+                "{what}: {reason}"
+            );
+        });
+    }
+    // The agent still serves others.
+    rt.block_on(async {
+        let link = connect(agent.addr, &master, &acl_of(&[&agent_key]), None)
+            .await
+            .expect("connect");
+        assert!(link.status().await.is_ok());
     });
 }

@@ -297,7 +297,10 @@ pub(super) async fn build(
                 Some(line) = log_rx.recv() => {
                     send_log(w, line, &mut log_rx, &backlog).await?;
                 }
-                result = &mut building => break Some(result),
+                result = &mut building => {
+                    machine.end_request();
+                    break Some(result);
+                }
                 event = next_event(machine, r), if reading => match event {
                     Ok(Some(AgentEvent::Cancel)) => {
                         tracing::info!(session = session.id, %drv, "build cancelled by the master");

@@ -116,6 +116,14 @@ impl AgentStream {
         self.state == AgentState::Done
     }
 
+    /// The agent ended the request itself (a build that finished): nothing
+    /// more is read for it.
+    pub fn end_request(&mut self) {
+        if self.state == AgentState::Building {
+            self.state = AgentState::Done;
+        }
+    }
+
     /// Make a finished stream take the next request (byte-stream sessions,
     /// where one stream carries one request after another).
     pub fn next_request(&mut self) -> Result<(), ProtocolError> {
