@@ -13,6 +13,7 @@
 pub mod agent_link;
 pub mod cli;
 pub mod discover;
+pub mod links;
 pub mod machines;
 pub mod pool;
 pub mod scheduler;

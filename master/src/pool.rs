@@ -11,8 +11,15 @@
 //! **Merging.** A discovered agent that matches a static entry becomes one
 //! machine with `source` [`Source::Both`]: the static fields (user, keys,
 //! systems, features, speed, parallel builds, threshold) stay as the
-//! operator wrote them, the live fields (load, free slots, disk, health,
-//! draining, addresses) come from the agent.
+//! operator wrote them, the live fields (load, free slots, disk, draining)
+//! come from the agent. An advertisement is untrusted: it merges into a
+//! static entry only once its key is in the ACL **and** proven over an
+//! authenticated link ([`Pool::set_link`]); until then it is a machine of
+//! its own.
+//!
+//! **Live state** comes from the authenticated link (module `links`): the
+//! protocol's status, not the TXT record, which only says where to
+//! connect and which key to expect.
 //!
 //! **Hysteresis.** An agent that vanishes from mDNS keeps its entry for a
 //! grace period, marked [`Health::Vanished`]; it is a candidate during that
@@ -120,6 +127,8 @@ pub struct Live {
     pub stopping: bool,
     /// When the machine was last heard of.
     pub last_seen_ms: Option<u64>,
+    /// The authenticated link to its agent.
+    pub link: Link,
 }
 
 impl Default for Live {
@@ -132,6 +141,7 @@ impl Default for Live {
             draining: false,
             stopping: false,
             last_seen_ms: None,
+            link: Link::Unknown,
         }
     }
 }
@@ -229,16 +239,15 @@ impl Machine {
             self.authorized = authorized;
         }
         self.advert_authorized = authorized;
-        self.key = a.key.clone().or(self.key.take());
-        self.live = Live {
-            load: Some(a.load),
-            free_slots: Some(a.free),
-            disk: Some(a.disk),
-            health: Health::Healthy,
-            draining: a.draining,
-            stopping: a.stopping,
-            last_seen_ms: Some(now_ms),
-        };
+        if self.key != a.key {
+            // Another key: nothing proven about it yet.
+            self.live.link = Link::Unknown;
+            self.key = a.key.clone();
+        }
+        // Presence only: load, slots, disk and draining come from the link.
+        self.live.health = Health::Healthy;
+        self.live.stopping = a.stopping;
+        self.live.last_seen_ms = Some(now_ms);
         self.advert = Some(a.clone());
         self.source = if self.static_entry.is_some() {
             Source::Both
@@ -328,10 +337,12 @@ impl Pool {
                         self.machines.iter().position(|old| {
                             old.static_entry.as_ref().is_some_and(|e| {
                                 hosts_match(&e.name, &s.name, &[]) && e.port == s.port
-                            }) || old
-                                .advert
-                                .as_ref()
-                                .is_some_and(|a| Self::advert_matches(&m, a))
+                            }) || (old.advert_authorized
+                                && old.live.link == Link::Ok
+                                && old
+                                    .advert
+                                    .as_ref()
+                                    .is_some_and(|a| Self::advert_matches(&m, a)))
                         })
                     });
             if let Some(i) = existing {
@@ -379,14 +390,16 @@ impl Pool {
                 .as_ref()
                 .is_some_and(|a| a.instance == advert.instance)
         });
-        // Another instance may merge into an entry only if that entry has no
-        // live advertisement: the advertised key is untrusted, and must not
-        // let one host take over another's entry.
+        // Another instance may take over an entry only if that entry is a
+        // discovered one without a live advertisement, and the key is in
+        // the ACL: the advertised key is untrusted and must not let one
+        // host take over another's entry. Static entries are joined only
+        // once the key is proven ([`Pool::set_link`]).
         let index = same_instance.or_else(|| {
             self.machines.iter().position(|m| {
                 let live = m.advert.is_some()
                     && matches!(m.live.health, Health::Healthy | Health::Unknown);
-                !live && Self::advert_matches(m, &advert)
+                authorized && m.static_entry.is_none() && !live && Self::advert_matches(m, &advert)
             })
         });
         match index {
@@ -513,5 +526,8 @@ impl Pool {
     }
 }
 
+mod links;
 #[cfg(test)]
 pub(crate) mod tests;
+
+pub use links::{AGENT_PORT, Link, LinkFailure, LinkTarget, LiveStatus, TargetId};

@@ -7,7 +7,11 @@
 //!    required feature, the request requires all of its (Nix) mandatory
 //!    features, its key is authorized, and it has not been gone longer than
 //!    the grace period. Otherwise it is not a candidate.
-//! 2. **Usable now?** Not vanished (within the grace period), not unhealthy,
+//!    A discovered agent whose link failed for a reason of trust (it
+//!    refused our key, its key is not ours to trust, or it could not prove
+//!    the key it advertises) is not a candidate either.
+//! 2. **Usable now?** Linked (a discovered agent is used only once it
+//!    proved its key), not vanished (within the grace period), not unhealthy,
 //!    not draining, a free slot, load below its overload threshold, free
 //!    store space above the disk guard.
 //! 3. **Score** of a usable machine: estimated completion time = queue
@@ -31,7 +35,7 @@
 
 use std::fmt;
 
-use crate::pool::{Health, Machine, Pool};
+use crate::pool::{Health, Link, Machine, Pool};
 
 /// Fixed limits of the scheduling policy.
 #[derive(Clone, Debug)]
@@ -91,6 +95,10 @@ pub enum Verdict {
     MandatoryFeatures(Vec<String>),
     /// Its key is not in the ACL.
     Unauthorized,
+    /// Its agent refused us or could not prove its key (the reason).
+    Untrusted(String),
+    /// Its agent was just discovered: no authenticated link yet.
+    Connecting,
     /// Gone longer than the grace period.
     Gone,
     /// Vanished from mDNS, within the grace period.
@@ -132,6 +140,7 @@ impl Verdict {
                 | Self::MissingFeatures(_)
                 | Self::MandatoryFeatures(_)
                 | Self::Unauthorized
+                | Self::Untrusted(_)
                 | Self::Gone
         )
     }
@@ -145,6 +154,8 @@ impl fmt::Display for Verdict {
             Self::MissingFeatures(m) => write!(f, "lacks required features: {}", m.join(", ")),
             Self::MandatoryFeatures(m) => write!(f, "only takes builds that require: {}", m.join(", ")),
             Self::Unauthorized => f.write_str("its signing key is not in the ACL (authorize it with `offload-master key authorize`)"),
+            Self::Untrusted(why) => write!(f, "not used: {why}"),
+            Self::Connecting => f.write_str("just discovered: its key is not proven yet"),
             Self::Gone => f.write_str("gone (vanished longer than the grace period)"),
             Self::Vanished { ago_ms } => write!(f, "vanished from the network {:.1} s ago (waiting for the grace period)", *ago_ms as f64 / 1000.0),
             Self::Unhealthy { ago_ms } => write!(f, "not answering for {:.1} s", *ago_ms as f64 / 1000.0),
@@ -237,6 +248,19 @@ fn verdict(m: &Machine, r: &Request<'_>, policy: &Policy, now_ms: u64) -> Verdic
     }
     if !m.authorized {
         return Verdict::Unauthorized;
+    }
+    // A discovered agent is used only over a link on which it proved its
+    // key (a static machine can still be reached as Guix reaches it).
+    if m.static_entry.is_none() {
+        match &m.live.link {
+            Link::Failed { kind, reason } if kind.is_trust_failure() => {
+                return Verdict::Untrusted(reason.clone());
+            }
+            Link::Unknown if matches!(m.live.health, Health::Healthy | Health::Unknown) => {
+                return Verdict::Connecting;
+            }
+            _ => {}
+        }
     }
     // A static machine stays a candidate however long it is unreachable,
     // as in Guix (postpone, never decline); a discovered one is forgotten

@@ -1,7 +1,10 @@
 //! `offload-master serve`: keep the machine pool warm and answer local
 //! clients over a Unix socket.
 //!
-//! Threads share the pool: mDNS events (agents resolved, updated, removed),
+//! Threads share the pool: authenticated links to the agents (module
+//! [`crate::links`]: one QUIC connection per agent, whose status polls
+//! give load, free slots, disk and draining, and whose failures say why
+//! a machine is not healthy), mDNS events (agents resolved, updated, removed),
 //! the socket (each client on its own short-lived thread, at most
 //! [`MAX_CLIENTS`] at once, one request line `status json` or `status
 //! table` with timeouts), and upkeep every 250 ms: re-read machines.scm and
@@ -52,6 +55,8 @@ pub struct Config {
     pub machines: PathBuf,
     /// The ACL.
     pub acl: PathBuf,
+    /// Our signing key, proven to agents.
+    pub key: PathBuf,
     /// mDNS interfaces (all when empty).
     pub interfaces: Vec<String>,
     /// Grace period for vanished or unhealthy agents.
@@ -65,8 +70,24 @@ pub struct Config {
 
 struct Shared {
     pool: Pool,
-    acl: Acl,
+    acl: Arc<Acl>,
     start: Instant,
+}
+
+/// The links' view of the pool.
+struct Board(Arc<Mutex<Shared>>);
+
+impl crate::links::Board for Board {
+    fn targets(&self) -> (Vec<crate::pool::LinkTarget>, Arc<Acl>) {
+        let s = lock(&self.0);
+        (s.pool.link_targets(), Arc::clone(&s.acl))
+    }
+
+    fn report(&self, id: &crate::pool::TargetId, outcome: crate::links::Outcome) {
+        let mut s = lock(&self.0);
+        let now = s.now_ms();
+        s.pool.set_link(id, outcome, now);
+    }
 }
 
 impl Shared {
@@ -111,9 +132,18 @@ pub fn run(config: &Config, stop: &Arc<AtomicBool>) -> anyhow::Result<()> {
     listener.set_nonblocking(true)?;
     let shared = Arc::new(Mutex::new(Shared {
         pool: Pool::new(config.grace_ms),
-        acl: Acl::default(),
+        acl: Arc::new(Acl::default()),
         start: Instant::now(),
     }));
+    let key = match offload_files::key_file::load_secret(&config.key) {
+        Ok(k) => Some(Arc::new(k)),
+        Err(e) => {
+            tracing::warn!(
+                "{e}: without our key no agent can be linked, and discovered agents stay unused"
+            );
+            None
+        }
+    };
     let daemon = offload_net::mdns_daemon(&config.interfaces)?;
     // mdns-sd files an agent's records under the type it first saw them
     // with, which may be one of its subtypes; removals go to listeners of
@@ -183,6 +213,10 @@ pub fn run(config: &Config, stop: &Arc<AtomicBool>) -> anyhow::Result<()> {
                 }
             }
         });
+        if let Some(key) = key {
+            let board: Arc<dyn crate::links::Board> = Arc::new(Board(Arc::clone(&shared)));
+            s.spawn(move || run_links(board, key, stop));
+        }
         let _stop_on_exit = StopOnDrop(stop);
         upkeep(config, &shared, &daemon, stop);
     });
@@ -191,6 +225,40 @@ pub fn run(config: &Config, stop: &Arc<AtomicBool>) -> anyhow::Result<()> {
         let _ = status.recv_timeout(Duration::from_secs(1));
     }
     Ok(())
+}
+
+/// Keep the links up until `stop` is set.
+fn run_links(
+    board: Arc<dyn crate::links::Board>,
+    key: Arc<offload_core::keys::SecretKey>,
+    stop: &AtomicBool,
+) {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!("cannot start the links' runtime: {e}");
+            return;
+        }
+    };
+    runtime.block_on(async {
+        let maintain = crate::links::maintain(board, key);
+        tokio::pin!(maintain);
+        loop {
+            tokio::select! {
+                () = &mut maintain => break,
+                () = tokio::time::sleep(Duration::from_millis(200)) => {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    runtime.shutdown_timeout(Duration::from_secs(1));
 }
 
 /// Apply one mDNS event; returns the systems of a valid advertisement
@@ -317,7 +385,7 @@ fn upkeep(config: &Config, shared: &Mutex<Shared>, daemon: &ServiceDaemon, stop:
             if let Some(acl) = acl {
                 let mut s = lock(shared);
                 s.pool.reauthorize(|k| acl.contains_fingerprint(k));
-                s.acl = acl;
+                s.acl = Arc::new(acl);
             }
         }
         {

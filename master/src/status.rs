@@ -3,14 +3,20 @@
 
 use std::fmt::Write as _;
 
-use crate::pool::{Health, Machine, Pool};
+use crate::pool::{Health, Link, Machine, Pool};
 
-fn health(m: &Machine) -> &'static str {
-    match m.live.health {
-        Health::Unknown => "unknown",
-        Health::Healthy => "healthy",
-        Health::Unhealthy { .. } => "unhealthy",
-        Health::Vanished { .. } => "vanished",
+/// `ok` only when the master and the agent proved their keys to each
+/// other and both accepted; otherwise why not.
+pub fn health(m: &Machine) -> String {
+    match (&m.live.health, &m.live.link) {
+        (Health::Vanished { .. }, _) => "vanished (said goodbye)".into(),
+        (_, Link::Ok) => "ok".into(),
+        (_, Link::Failed { reason, .. }) => reason.clone(),
+        _ if !m.authorized => "unauthorized: its key is not in our ACL".into(),
+        (Health::Unhealthy { .. }, Link::Unknown) => {
+            "unreachable: its advertisement expired without a goodbye".into()
+        }
+        _ => "unknown".into(),
     }
 }
 
@@ -49,6 +55,7 @@ pub fn json(pool: &Pool) -> String {
                 "port": port(m),
                 "health": health(m),
                 "draining": m.live.draining,
+                "link": matches!(m.live.link, Link::Ok),
             })
         })
         .collect();
@@ -68,8 +75,8 @@ pub fn table(pool: &Pool) -> String {
     }
     let _ = writeln!(
         out,
-        "{:<24} {:<10} {:<9} {:>5} {:>5} {:>5} {:>9}  {:<10} systems",
-        "NAME", "SOURCE", "HEALTH", "SPEED", "FREE", "LOAD", "DISK GiB", "AUTHORIZED"
+        "{:<24} {:<10} {:>5} {:>5} {:>5} {:>9}  {:<10} {:<24} HEALTH",
+        "NAME", "SOURCE", "SPEED", "FREE", "LOAD", "DISK GiB", "AUTHORIZED", "SYSTEMS"
     );
     for m in listed(pool) {
         let free = m
@@ -86,16 +93,16 @@ pub fn table(pool: &Pool) -> String {
         );
         let _ = writeln!(
             out,
-            "{:<24} {:<10} {:<9} {:>5.2} {:>5} {:>5} {:>9}  {:<10} {}",
+            "{:<24} {:<10} {:>5.2} {:>5} {:>5} {:>9}  {:<10} {:<24} {}",
             m.name,
             m.source.as_str(),
-            health(m),
             m.speed,
             free,
             load,
             disk,
             if m.authorized { "yes" } else { "NO" },
-            m.systems.join(",")
+            m.systems.join(","),
+            health(m),
         );
     }
     out

@@ -16,8 +16,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use offload_tests::bin;
 use offload_tests::lan::Lan;
-use offload_tests::{bin, offload, run_ok};
 
 const RUNS: usize = 20;
 
@@ -51,11 +51,6 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 fn main() {
     let lan = Lan::new(2);
     let tmp = tempfile::tempdir().expect("temp dir");
-    let keys = tmp.path().join("keys");
-    run_ok(
-        offload("offload-master").args(["key", "generate", "--dir", path(&keys)]),
-        b"",
-    );
     let socket = tmp.path().join("master.sock");
     let mut serve = lan.command(1, bin("offload-master"));
     serve.env("RUST_LOG", "warn").args([
@@ -71,21 +66,11 @@ fn main() {
     ]);
     lan.spawn(serve);
     wait(Duration::from_secs(5), || socket.exists()).expect("serve starts");
+    let masters = tmp.path().join("masters-acl");
+    offload_tests::key_and_acl(&tmp.path().join("master"), &masters);
     let agent = |name: &str| {
-        let mut cmd = lan.command(0, bin("offload-agent"));
-        cmd.env("RUST_LOG", "warn").args([
-            "run",
-            "--name",
-            name,
-            "--systems",
-            "x86_64-linux",
-            "--speed",
-            "1",
-            "--key",
-            path(&keys.join("signing-key.sec")),
-            "--interface",
-            &lan.hosts()[0].iface,
-        ]);
+        let (mut cmd, _) = offload_tests::agents::lan_agent(&lan, 0, name, &masters, tmp.path());
+        cmd.args(["--systems", "x86_64-linux", "--speed", "1"]);
         lan.spawn(cmd)
     };
     let (mut starts, mut stops) = (Vec::new(), Vec::new());

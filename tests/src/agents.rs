@@ -254,8 +254,12 @@ pub struct UdpRelay {
 impl UdpRelay {
     /// A relay to `target` (inside a runtime).
     pub async fn start(target: SocketAddr) -> Self {
-        let front = tokio::net::UdpSocket::bind("127.0.0.1:0").await.expect("bind");
-        let back = tokio::net::UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        let front = tokio::net::UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let back = tokio::net::UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         back.connect(target).await.expect("connect");
         let addr = front.local_addr().expect("addr");
         let cut = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -294,4 +298,37 @@ impl Drop for UdpRelay {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// `offload-agent run` on host `host` of `lan` as agent `name`: its key
+/// is made under `work/name/keys`, its store and state under `work/name`,
+/// and it serves the masters of the ACL `masters_acl`; mDNS only on the
+/// host's veth. Returns the command (add flags) and the key directory.
+pub fn lan_agent(
+    lan: &crate::lan::Lan,
+    host: usize,
+    name: &str,
+    masters_acl: &std::path::Path,
+    work: &std::path::Path,
+) -> (std::process::Command, PathBuf) {
+    let dir = work.join(name);
+    let keys = dir.join("keys");
+    crate::run_ok(
+        crate::offload("offload-master")
+            .args(["key", "generate", "--dir"])
+            .arg(&keys),
+        b"",
+    );
+    let mut cmd = lan.command(host, crate::bin("offload-agent"));
+    cmd.env("RUST_LOG", "warn")
+        .args(["run", "--name", name, "--key"])
+        .arg(keys.join("signing-key.sec"))
+        .arg("--acl")
+        .arg(masters_acl)
+        .arg("--store")
+        .arg(format!("embedded:{}", dir.join("store").display()))
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .args(["--interface", &lan.hosts()[host].iface]);
+    (cmd, keys)
 }

@@ -473,7 +473,11 @@ fn a_master_that_vanishes_without_a_word_loses_its_leases() {
         "the lease outlived its master"
     );
     // Noticed by the idle timeout (4 s), not by the lease's 60 s.
-    assert!(since.elapsed() < Duration::from_secs(10), "{:?}", since.elapsed());
+    assert!(
+        since.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        since.elapsed()
+    );
     drop(link);
 }
 
@@ -484,7 +488,10 @@ fn stdio_pair(
     agent: &TestAgent,
     master: &Arc<offload_core::keys::SecretKey>,
     expect: Expect,
-) -> (Result<AgentLink, LinkError>, tokio::task::JoinHandle<Result<(), String>>) {
+) -> (
+    Result<AgentLink, LinkError>,
+    tokio::task::JoinHandle<Result<(), String>>,
+) {
     rt.block_on(async {
         let (master_end, agent_end) = tokio::io::duplex(1 << 16);
         let (ar, aw) = tokio::io::split(agent_end);
@@ -495,7 +502,10 @@ fn stdio_pair(
                 .map_err(|e| e.to_string())
         });
         let (mr, mw) = tokio::io::split(master_end);
-        (AgentLink::connect_stream(mr, mw, master, &expect).await, served)
+        (
+            AgentLink::connect_stream(mr, mw, master, &expect).await,
+            served,
+        )
     })
 }
 
@@ -531,12 +541,19 @@ fn the_byte_stream_session_proves_both_keys_and_serves_requests() {
         link.close().await;
         served.await.unwrap().expect("the session ended cleanly");
     });
-    assert_eq!(agent.service.status().free, 1, "the lease went with the session");
+    assert_eq!(
+        agent.service.status().free,
+        1,
+        "the lease went with the session"
+    );
 
     // A master whose key is not in the agent's ACL.
     let (link, served) = stdio_pair(&rt, &agent, &stranger, expect.clone());
     let err = link.err().expect("refused");
-    assert!(matches!(&err, LinkError::Refused(m) if m.contains("not authorized")), "{err}");
+    assert!(
+        matches!(&err, LinkError::Refused(m) if m.contains("not authorized")),
+        "{err}"
+    );
     assert!(rt.block_on(served).unwrap().is_err());
 
     // An agent that is not the one the machine advertises.
@@ -555,12 +572,22 @@ fn hostile_frames_get_an_error_and_a_closed_connection() {
     let (master, agent_key) = (key(1), key(2));
     let agent = TestAgent::start(&rt, Arc::clone(&agent_key), acl_of(&[&master]), config(1));
     let cases: [(&str, Vec<u8>); 3] = [
-        ("oversized", (u32::try_from(MAX_FRAME).unwrap() + 1).to_le_bytes().to_vec()),
+        (
+            "oversized",
+            (u32::try_from(MAX_FRAME).unwrap() + 1)
+                .to_le_bytes()
+                .to_vec(),
+        ),
         ("malformed", [&5u32.to_le_bytes()[..], &[0xff; 5]].concat()),
         // A Vec claiming 2^40 bytes inside a small frame.
         (
             "claimed length",
-            [&10u32.to_le_bytes()[..], &[2, 0xfd], &(1u64 << 40).to_le_bytes()].concat(),
+            [
+                &10u32.to_le_bytes()[..],
+                &[2, 0xfd],
+                &(1u64 << 40).to_le_bytes(),
+            ]
+            .concat(),
         ),
     ];
     for (what, bytes) in cases {

@@ -5,9 +5,10 @@ use std::fs;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use offload_tests::agents::lan_agent;
 use offload_tests::avahi::Avahi;
 use offload_tests::lan::Lan;
-use offload_tests::{bin, offload, run_ok};
+use offload_tests::{bin, key_and_acl, offload, run_ok};
 use serde_json::Value;
 
 const FINGERPRINT: &str = "0sxkicspy9kklfnwc4z3dficwx3ll0l7nswh2rs92czxppw3g106";
@@ -18,20 +19,16 @@ fn path(p: &Path) -> &str {
 
 /// Start our agent `name` on `host` with a fresh key; returns the key's fingerprint.
 fn agent(lan: &Lan, host: usize, name: &str, dir: &Path) -> String {
-    let keys = dir.join(name);
-    run_ok(
-        offload("offload-master").args(["key", "generate", "--dir", path(&keys)]),
-        b"",
-    );
+    let masters = dir.join("masters-acl");
+    if !masters.exists() {
+        key_and_acl(&dir.join("master"), &masters);
+    }
+    let (mut cmd, keys) = lan_agent(lan, host, name, &masters, dir);
     let fingerprint = run_ok(
         offload("offload-master").args(["key", "show", "--fingerprint", "--dir", path(&keys)]),
         b"",
     );
-    let mut cmd = lan.command(host, bin("offload-agent"));
-    cmd.env("RUST_LOG", "warn").args([
-        "run",
-        "--name",
-        name,
+    cmd.args([
         "--systems",
         "x86_64-linux,i686-linux",
         "--features",
@@ -40,10 +37,6 @@ fn agent(lan: &Lan, host: usize, name: &str, dir: &Path) -> String {
         "2",
         "--parallel-builds",
         "3",
-        "--key",
-        path(&keys.join("signing-key.sec")),
-        "--interface",
-        &lan.hosts()[host].iface,
     ]);
     lan.spawn(cmd);
     String::from_utf8(fingerprint).unwrap().trim().to_owned()
@@ -182,9 +175,11 @@ fn we_discover_what_avahi_publishes_and_reject_bad_txt() {
     .unwrap_or_else(|| panic!("status never saw the Avahi services"));
     let m = machines.iter().find(|x| x["port"] == 7442).unwrap();
     assert_eq!(m["systems"][0], "aarch64-linux");
+    // Capabilities are read from the TXT record; live values (free slots,
+    // load) only ever come from an authenticated link, never from TXT.
     assert_eq!(
         (m["speed"].as_f64(), m["free"].as_u64(), m["load"].as_f64()),
-        (Some(1.5), Some(1), Some(0.5))
+        (Some(1.5), None, None)
     );
     assert_eq!(m["addresses"][0], "10.77.0.1");
     assert_eq!(m["authorized"], false, "no ACL here");

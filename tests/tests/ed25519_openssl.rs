@@ -23,7 +23,10 @@ fn openssl_verifies(dir: &Path, q: &[u8; 32], msg: &[u8], sig: &[u8]) -> bool {
     std::fs::write(dir.join("sig"), sig).unwrap();
     let out = Command::new(require_program("openssl", "openssl"))
         .current_dir(dir)
-        .args(["pkeyutl", "-verify", "-pubin", "-inkey", "pub.pem", "-rawin", "-in", "msg", "-sigfile", "sig"])
+        .args([
+            "pkeyutl", "-verify", "-pubin", "-inkey", "pub.pem", "-rawin", "-in", "msg",
+            "-sigfile", "sig",
+        ])
         .output()
         .expect("run openssl");
     let said = String::from_utf8_lossy(&out.stdout);
@@ -35,10 +38,17 @@ fn check(key: &SecretKey, dir: &Path) {
     // (OpenSSL's command line cannot read an empty message.)
     for msg in [&b"o"[..], b"offload", &[0xa5; 1000][..]] {
         let sig = key.sign_ed25519(msg).expect("sign");
-        assert!(openssl_verifies(dir, &q, msg, &sig), "OpenSSL refused a signature of {} bytes", msg.len());
+        assert!(
+            openssl_verifies(dir, &q, msg, &sig),
+            "OpenSSL refused a signature of {} bytes",
+            msg.len()
+        );
         let mut other = msg.to_vec();
         other.push(1);
-        assert!(!openssl_verifies(dir, &q, &other, &sig), "OpenSSL accepted a signature of another message");
+        assert!(
+            !openssl_verifies(dir, &q, &other, &sig),
+            "OpenSSL accepted a signature of another message"
+        );
     }
 }
 

@@ -1,13 +1,16 @@
 //! Discovery on a real LAN of network namespaces: agents advertise with
-//! mdns-sd, `offload-master status` browses from another host. Nothing here
-//! touches the host namespace (see `offload_tests::lan`).
+//! mdns-sd, `offload-master status` browses from another host and links to
+//! each authorized agent over QUIC (live state and health come from those
+//! links). Nothing here touches the host namespace (see
+//! `offload_tests::lan`).
 
 use std::fs;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use offload_tests::agents::lan_agent;
 use offload_tests::lan::Lan;
-use offload_tests::{bin, offload, run_ok};
+use offload_tests::{bin, key_and_acl, offload, run_ok};
 use serde_json::Value;
 
 /// One agent per host: (name, systems, features, speed, slots).
@@ -36,19 +39,18 @@ fn path(p: &Path) -> &str {
     p.to_str().expect("UTF-8 path")
 }
 
-/// Five agents on hosts 0–4; host 5 is the master. Agent 3's key is left
-/// out of the ACL; machines.scm names agent2 statically.
+/// Five agents on hosts 0–4; host 5 is the master, whose key (`master/`)
+/// every agent's ACL (`masters-acl`) holds. Agent 3's key is left out of
+/// the master's ACL; machines.scm names agent2 statically.
 fn farm() -> Farm {
     let lan = Lan::new(6);
     let tmp = tempfile::tempdir().unwrap();
     let acl = tmp.path().join("acl");
+    let masters = tmp.path().join("masters-acl");
+    key_and_acl(&tmp.path().join("master"), &masters);
     let mut pids = Vec::new();
     for (i, (name, systems, features, speed, slots)) in AGENTS.iter().enumerate() {
-        let keys = tmp.path().join(name);
-        run_ok(
-            offload("offload-master").args(["key", "generate", "--dir", path(&keys)]),
-            b"",
-        );
+        let (mut cmd, keys) = lan_agent(&lan, i, name, &masters, tmp.path());
         if i != 3 {
             let public = fs::read(keys.join("signing-key.pub")).unwrap();
             run_ok(
@@ -56,21 +58,13 @@ fn farm() -> Farm {
                 &public,
             );
         }
-        let mut cmd = lan.command(i, bin("offload-agent"));
-        cmd.env("RUST_LOG", "warn").args([
-            "run",
-            "--name",
-            name,
+        cmd.args([
             "--systems",
             systems,
             "--speed",
             speed,
             "--parallel-builds",
             slots,
-            "--key",
-            path(&keys.join("signing-key.sec")),
-            "--interface",
-            &lan.hosts()[i].iface,
             "--ssh",
             "offload@22",
             "--update-secs",
@@ -130,6 +124,8 @@ fn status(f: &Farm, discover_ms: u64) -> Vec<Value> {
             path(&dir.join("machines.scm")),
             "--acl",
             path(&dir.join("acl")),
+            "--key",
+            path(&dir.join("master/signing-key.sec")),
         ],
     )
 }
@@ -182,12 +178,22 @@ fn five_agents_are_discovered_with_their_fields() {
             assert_eq!(m["speed"].as_f64().unwrap(), speed.parse::<f64>().unwrap());
             assert_eq!(m["parallel-builds"].to_string(), *slots);
         }
-        assert_eq!(m["free"].to_string(), *slots, "{m:#}");
         assert_eq!(m["authorized"], i != 3, "{name}: {m:#}");
-        assert_eq!(m["health"], "healthy");
         assert_eq!(m["port"], 7441);
         assert_eq!(m["addresses"][0], format!("10.77.0.{}", i + 1));
         assert_eq!(m["key"].as_str().map(str::len), Some(52));
+        if i == 3 {
+            // Not in our ACL: never linked, nothing live taken from it.
+            assert_eq!(
+                m["health"], "unauthorized: its key is not in our ACL",
+                "{m:#}"
+            );
+            assert_eq!(m["free"], Value::Null, "{m:#}");
+            continue;
+        }
+        // Both sides proved their keys; the live state is the agent's.
+        assert_eq!(m["health"], "ok", "{name}: {m:#}");
+        assert_eq!(m["free"].to_string(), *slots, "{m:#}");
         assert!(
             m["load"].as_f64().is_some() && m["disk"].as_u64().is_some_and(|d| d > 0),
             "{m:#}"
@@ -317,6 +323,8 @@ fn serve_tracks_goodbyes_crashes_and_machines_scm() {
         path(&machines_scm),
         "--acl",
         path(&f.tmp.path().join("acl")),
+        "--key",
+        path(&f.tmp.path().join("master/signing-key.sec")),
         "--interface",
         &f.lan.hosts()[5].iface,
         "--grace-ms",
@@ -361,14 +369,20 @@ fn serve_tracks_goodbyes_crashes_and_machines_scm() {
             .join("\n")
     );
 
-    // A crash: no goodbye; marked unhealthy, then removed after the grace period.
+    // A crash: no goodbye; its link notices (not the 120 s mDNS TTL), then
+    // it is removed after the grace period.
+    assert_eq!(by_name(&after, "agent0").unwrap()["health"], "ok");
     f.lan.signal(f.pids[0], "KILL");
-    let (sick, _) = serve_wait(&f, &socket, Duration::from_secs(8), |m| {
-        by_name(m, "agent0").is_some_and(|a| a["health"] == "unhealthy")
+    let unreachable = |a: &Value| {
+        a["health"]
+            .as_str()
+            .is_some_and(|h| h.starts_with("unreachable"))
+    };
+    let (sick, took) = serve_wait(&f, &socket, Duration::from_secs(8), |m| {
+        by_name(m, "agent0").is_some_and(unreachable)
     });
-    assert_eq!(
-        by_name(&sick, "agent0").map(|a| a["health"].clone()),
-        Some(Value::from("unhealthy")),
+    assert!(
+        by_name(&sick, "agent0").is_some_and(unreachable),
         "serve log:\n{}",
         fs::read_to_string(f.tmp.path().join("serve.log"))
             .unwrap_or_default()
@@ -376,6 +390,11 @@ fn serve_tracks_goodbyes_crashes_and_machines_scm() {
             .filter(|l| l.contains("agent0") || l.contains("erify") || l.contains("unhealthy"))
             .collect::<Vec<_>>()
             .join("\n")
+    );
+    // Status polls every second and gives an agent 1.5 s to answer.
+    assert!(
+        took < Duration::from_secs(3),
+        "shown unreachable after {took:?}"
     );
     let (gone, _) = serve_wait(&f, &socket, Duration::from_secs(10), |m| {
         by_name(m, "agent0").is_none()
@@ -392,9 +411,13 @@ fn serve_tracks_goodbyes_crashes_and_machines_scm() {
         by_name(m, "static-only.lan").is_some()
     });
     let s = by_name(&reread, "static-only.lan").unwrap_or_else(|| panic!("{reread:#?}"));
-    assert_eq!(
-        (s["source"].as_str(), s["health"].as_str()),
-        (Some("static"), Some("unknown"))
+    assert_eq!(s["source"].as_str(), Some("static"));
+    // No agent answers there (the name does not even resolve).
+    assert!(
+        s["health"]
+            .as_str()
+            .is_some_and(|h| h.starts_with("unreachable")),
+        "{s:#}"
     );
     assert_eq!(
         by_name(&reread, "agent2").unwrap()["source"],
@@ -407,25 +430,22 @@ fn serve_tracks_goodbyes_crashes_and_machines_scm() {
 fn agents_with_the_same_name_are_both_discovered() {
     let lan = Lan::new(3);
     let tmp = tempfile::tempdir().unwrap();
+    let masters = tmp.path().join("masters-acl");
+    key_and_acl(&tmp.path().join("master"), &masters);
     for host in 0..2 {
-        let keys = tmp.path().join(format!("k{host}"));
-        run_ok(
-            offload("offload-master").args(["key", "generate", "--dir", path(&keys)]),
-            b"",
-        );
-        let mut cmd = lan.command(host, bin("offload-agent"));
-        cmd.env("RUST_LOG", "warn").args([
-            "run",
-            "--name",
+        // Same advertised name, separate work directories.
+        let (mut cmd, _) = lan_agent(
+            &lan,
+            host,
             "same",
+            &masters,
+            &tmp.path().join(format!("h{host}")),
+        );
+        cmd.args([
             "--systems",
             "x86_64-linux",
             "--speed",
             "1",
-            "--key",
-            path(&keys.join("signing-key.sec")),
-            "--interface",
-            &lan.hosts()[host].iface,
             "--update-secs",
             "0.5",
         ]);

@@ -67,6 +67,9 @@ pub enum Command {
         /// How often agents are checked for liveness (milliseconds).
         #[arg(long, default_value_t = 5000)]
         verify_ms: u64,
+        /// Our signing key, proven to agents [default: $GUIX_CONFIGURATION_DIRECTORY/signing-key.sec].
+        #[arg(long)]
+        key: Option<PathBuf>,
     },
     /// Show the build machines: machines.scm merged with the agents that
     /// answer on the LAN, with live load, free slots, disk and health.
@@ -92,6 +95,10 @@ pub enum Command {
         /// Only use these interfaces for mDNS (repeatable) [default: all].
         #[arg(long = "interface")]
         interfaces: Vec<String>,
+        /// Our signing key, proven to agents to check their health
+        /// [default: $GUIX_CONFIGURATION_DIRECTORY/signing-key.sec].
+        #[arg(long)]
+        key: Option<PathBuf>,
     },
     /// Explain where a derivation would be built: one line per machine,
     /// `NAME: usable` or `NAME: <reason>`, then the decision.
@@ -271,6 +278,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             discover_ms,
             acl,
             interfaces,
+            key,
         } => {
             if let Some(reply) = crate::serve::ask(&socket, json)? {
                 #[allow(clippy::print_stdout)]
@@ -279,7 +287,8 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                 }
                 return Ok(0);
             }
-            status(json, machines, discover_ms, acl, &interfaces)
+            let key = key.unwrap_or_else(offload_files::paths::default_secret_key);
+            status(json, machines, discover_ms, acl, &interfaces, &key)
         }
         Command::Serve {
             socket,
@@ -288,8 +297,10 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             interfaces,
             grace_ms,
             verify_ms,
+            key,
         } => {
             let config = crate::serve::Config {
+                key: key.unwrap_or_else(offload_files::paths::default_secret_key),
                 socket,
                 machines: machines.unwrap_or_else(|| {
                     offload_files::paths::guix_config_dir().join("machines.scm")
@@ -343,6 +354,7 @@ fn status(
     discover_ms: u64,
     acl: Option<PathBuf>,
     interfaces: &[String],
+    key: &std::path::Path,
 ) -> anyhow::Result<u8> {
     let file =
         machines.unwrap_or_else(|| offload_files::paths::guix_config_dir().join("machines.scm"));
@@ -372,6 +384,26 @@ fn status(
             .as_deref()
             .is_some_and(|k| acl.contains_fingerprint(k));
         pool.discovered(advert, authorized, 0);
+    }
+    // Health comes from an authenticated link to each agent.
+    match offload_files::key_file::load_secret(key) {
+        Ok(key) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            let outcomes = runtime.block_on(crate::links::probe_all(
+                pool.link_targets(),
+                std::sync::Arc::new(key),
+                std::sync::Arc::new(acl.clone()),
+            ));
+            for (id, outcome) in outcomes {
+                pool.set_link(&id, outcome, 0);
+            }
+        }
+        Err(e) => eprintln!(
+            "offload-master: warning: {e}: health unknown (no link to any agent without our key; pass --key or ask a running `offload-master serve`)"
+        ),
     }
     print!(
         "{}",

@@ -47,12 +47,26 @@ pub(crate) fn advert(instance: &str, host: &str, key: Option<&str>) -> Advert {
 }
 
 #[test]
-fn static_and_discovered_merge_by_name_and_port() {
+fn static_and_discovered_merge_by_name_and_port_once_the_key_is_proven() {
     let mut pool = Pool::default();
     pool.set_static(&[static_machine("builder1.lan", &["x86_64-linux"])]);
     pool.discovered(
         advert("builder1", "builder1.local.", Some("KEY1")),
         true,
+        1000,
+    );
+    // Not proven yet: a machine of its own, the static one untouched.
+    assert_eq!(pool.machines().len(), 2);
+    assert_eq!(pool.machines()[0].source, Source::Static);
+    assert_eq!(pool.machines()[0].live, Live::default());
+    pool.set_link(
+        &TargetId::Instance("builder1".into()),
+        Ok(LiveStatus {
+            free: 3,
+            load: 0.25,
+            disk: 10 << 30,
+            draining: false,
+        }),
         1000,
     );
     assert_eq!(pool.machines().len(), 1);
@@ -77,6 +91,60 @@ fn static_and_discovered_merge_by_name_and_port() {
     );
     assert_eq!(pool.machines().len(), 2);
     assert_eq!(pool.machines()[1].source, Source::Discovered);
+}
+
+#[test]
+fn an_advert_whose_key_is_not_in_the_acl_never_changes_a_static_machine() {
+    let mut pool = Pool::default();
+    pool.set_static(&[static_machine("box", &["x86_64-linux"])]);
+    // An intruder on the static machine's name and SSH port, draining,
+    // one slot free, with a key outside the ACL.
+    let mut intruder = advert("intruder", "box.local", Some("NOT-IN-ACL"));
+    intruder.draining = true;
+    intruder.free = 1;
+    pool.discovered(intruder, false, 10);
+    assert_eq!(pool.machines().len(), 2);
+    let static_box = &pool.machines()[0];
+    assert_eq!(static_box.source, Source::Static);
+    assert!(static_box.authorized && static_box.key.is_none());
+    assert_eq!(
+        static_box.live,
+        Live::default(),
+        "nothing the scheduler reads changed"
+    );
+    assert!(!pool.machines()[1].authorized);
+    // No link is even attempted to it.
+    assert!(
+        pool.link_targets()
+            .iter()
+            .all(|t| t.id != TargetId::Instance("intruder".into()))
+    );
+}
+
+#[test]
+fn an_agent_that_cannot_prove_its_key_never_joins_a_static_machine() {
+    let mut pool = Pool::default();
+    pool.set_static(&[static_machine("box", &["x86_64-linux"])]);
+    // It advertises an authorized key but cannot prove it.
+    pool.discovered(advert("fake", "box.local", Some("AUTHORIZED")), true, 10);
+    pool.set_link(
+        &TargetId::Instance("fake".into()),
+        Err((
+            LinkFailure::Impostor,
+            "impostor: could not prove key AUTHORIZED".into(),
+        )),
+        20,
+    );
+    assert_eq!(pool.machines().len(), 2);
+    assert_eq!(pool.machines()[0].live, Live::default());
+    assert_eq!(pool.machines()[0].source, Source::Static);
+    assert!(matches!(
+        &pool.machines()[1].live.link,
+        Link::Failed {
+            kind: LinkFailure::Impostor,
+            ..
+        }
+    ));
 }
 
 #[test]
@@ -147,7 +215,7 @@ fn an_expired_merged_machine_falls_back_to_its_static_entry() {
 fn rereading_machines_scm_keeps_discovered_state() {
     let mut pool = Pool::default();
     pool.set_static(&[static_machine("box", &["x86_64-linux"])]);
-    pool.discovered(advert("a", "box.local", None), true, 0);
+    discover_linked(&mut pool, advert("a", "box.local", None), true, 0);
     pool.discovered(advert("z", "other.local", None), false, 0);
     pool.set_static(&[static_machine("box", &["x86_64-linux", "aarch64-linux"])]);
     assert_eq!(pool.machines().len(), 2);
@@ -248,4 +316,20 @@ fn an_advertised_key_cannot_take_over_a_live_entry() {
             .iter()
             .all(|m| !m.authorized && !m.advert_authorized)
     );
+}
+
+/// Discover `a` and bring its link up with the values it advertises (what
+/// an honest agent's status says).
+pub(crate) fn discover_linked(pool: &mut Pool, a: Advert, authorized: bool, now_ms: u64) {
+    let (id, status) = (
+        TargetId::Instance(a.instance.clone()),
+        LiveStatus {
+            free: a.free,
+            load: a.load,
+            disk: a.disk,
+            draining: a.draining,
+        },
+    );
+    pool.discovered(a, authorized, now_ms);
+    pool.set_link(&id, Ok(status), now_ms);
 }

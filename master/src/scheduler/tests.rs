@@ -1,5 +1,5 @@
 use super::*;
-use crate::pool::tests::{advert, static_machine};
+use crate::pool::tests::{advert, discover_linked, static_machine};
 use crate::pool::{Advert, Pool};
 
 fn request<'a>(system: &'a str, features: &'a [String]) -> Request<'a> {
@@ -18,7 +18,7 @@ fn request<'a>(system: &'a str, features: &'a [String]) -> Request<'a> {
 fn pool_of(adverts: Vec<Advert>) -> Pool {
     let mut pool = Pool::new(5_000);
     for a in adverts {
-        pool.discovered(a, true, 0);
+        discover_linked(&mut pool, a, true, 0);
     }
     pool
 }
@@ -91,10 +91,10 @@ fn pool_with(machines: Vec<crate::pool::Machine>) -> Pool {
 #[test]
 fn unauthorized_agents_are_never_candidates() {
     let mut pool = Pool::new(5_000);
-    pool.discovered(named(0, |a| a.speed = 100.0), false, 0);
+    discover_linked(&mut pool, named(0, |a| a.speed = 100.0), false, 0);
     let out = check(&pool, &request("x86_64-linux", &[]), Decision::Decline);
     assert_eq!(out.verdicts[0], Verdict::Unauthorized);
-    pool.discovered(named(1, |_| {}), true, 0);
+    discover_linked(&mut pool, named(1, |_| {}), true, 0);
     check(&pool, &request("x86_64-linux", &[]), Decision::Accept(1));
 }
 
@@ -166,7 +166,7 @@ fn flapping_discovery_postpones_instead_of_declining() {
                 "t={t}"
             );
         } else {
-            pool.discovered(named(0, |_| {}), true, now);
+            discover_linked(&mut pool, named(0, |_| {}), true, now);
             assert_eq!(
                 decide(&pool, &req, &Policy::default(), now + 10, 1).decision,
                 Decision::Accept(0),
