@@ -66,7 +66,10 @@ fn main() -> ExitCode {
         Err(e) => {
             #[allow(clippy::print_stderr)]
             {
-                eprintln!("offload-agent: error: {e:#}");
+                eprintln!(
+                    "offload-agent: error: {}",
+                    offload_core::report::error_chain(e.as_ref())
+                );
             }
             ExitCode::from(2)
         }

@@ -20,23 +20,12 @@ fn main() -> ExitCode {
         Err(e) => {
             #[allow(clippy::print_stderr)]
             {
-                eprintln!("offload-master: error: {}", error_chain(&e));
+                eprintln!(
+                    "offload-master: error: {}",
+                    offload_core::report::error_chain(e.as_ref())
+                );
             }
             ExitCode::from(2)
         }
     }
-}
-
-/// The error and its causes, skipping causes already spelled out in the
-/// message above them.
-fn error_chain(e: &anyhow::Error) -> String {
-    let mut text = e.to_string();
-    for cause in e.chain().skip(1) {
-        let cause = cause.to_string();
-        if !text.contains(&cause) {
-            text.push_str(": ");
-            text.push_str(&cause);
-        }
-    }
-    text
 }

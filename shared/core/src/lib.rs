@@ -26,6 +26,7 @@ pub mod narinfo;
 pub mod nixbase32;
 pub mod proto;
 pub mod refscan;
+pub mod report;
 pub mod sexp;
 pub mod signature;
 pub mod store_path;
