@@ -10,6 +10,7 @@ pub mod agents;
 pub mod avahi;
 pub mod lan;
 pub mod nixd;
+pub mod sshd;
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
