@@ -25,6 +25,11 @@
 //! drain-seconds = 3600             # on SIGTERM, wait this long for builds [3600]
 //! max-log-bytes = 67108864         # kill a build logging more [unlimited]
 //! update-seconds = 2.0             # re-measure load and disk this often [2]
+//!
+//! # Values of fixed-output derivations' `impureEnvVars` (e.g. a proxy):
+//! # only these reach builders, never the agent's own environment [none].
+//! [impure-env]
+//! http_proxy = "http://proxy.lan:3128"
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -76,6 +81,8 @@ pub struct File {
     pub max_log_bytes: Option<u64>,
     /// Measurement interval in seconds.
     pub update_seconds: Option<f64>,
+    /// Values for fixed-output derivations' `impureEnvVars`.
+    pub impure_env: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// Why the configuration file could not be used.
@@ -168,6 +175,13 @@ mod tests {
         assert_eq!(file.parallel_builds, Some(2));
         assert_eq!(file.update_seconds, Some(2.0));
         assert_eq!(file.advertise, Some(true));
+        assert_eq!(
+            file.impure_env
+                .unwrap()
+                .get("http_proxy")
+                .map(String::as_str),
+            Some("http://proxy.lan:3128")
+        );
     }
 
     #[test]

@@ -58,6 +58,11 @@ pub(crate) struct Common {
     /// Instance and host name to advertise [default: the host name].
     #[arg(long)]
     pub(crate) name: Option<String>,
+    /// NAME=VALUE for fixed-output derivations' `impureEnvVars`
+    /// (repeatable; replaces the file's `[impure-env]`): builders get only
+    /// these, never the agent's environment.
+    #[arg(long = "impure-env", value_name = "NAME=VALUE")]
+    pub(crate) impure_env: Vec<String>,
 }
 
 /// Everything resolved.
@@ -145,6 +150,7 @@ impl Common {
             lease_ttl: Duration::from_secs(file.lease_seconds.unwrap_or(60).max(1)),
             cores: self.cores.or(file.cores).unwrap_or(0),
             max_log_size: file.max_log_bytes,
+            impure_env: self.impure_env(&file)?,
         };
         let service = Service::new(config, Arc::new(key), acl, store);
         Ok(Opened {
@@ -154,6 +160,26 @@ impl Common {
             store_spec,
             service,
         })
+    }
+}
+
+impl Common {
+    fn impure_env(
+        &self,
+        file: &File,
+    ) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
+        if self.impure_env.is_empty() {
+            return Ok(file.impure_env.clone().unwrap_or_default());
+        }
+        self.impure_env
+            .iter()
+            .map(|kv| {
+                kv.split_once('=')
+                    .filter(|(k, _)| !k.is_empty())
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .ok_or_else(|| anyhow::anyhow!("--impure-env {kv:?}: expected NAME=VALUE"))
+            })
+            .collect()
     }
 }
 

@@ -207,6 +207,7 @@ pub fn config(slots: u32) -> Config {
         lease_ttl: Duration::from_secs(60),
         cores: 1,
         max_log_size: None,
+        impure_env: std::collections::BTreeMap::new(),
     }
 }
 

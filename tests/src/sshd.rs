@@ -65,7 +65,11 @@ impl Sshd {
         cmd.stderr(std::fs::File::create(dir.join("sshd.log")).expect("log"));
         lan.spawn(cmd);
         let public = std::fs::read_to_string(dir.join("host_key.pub")).expect("host key");
-        let public: String = public.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
+        let public: String = public
+            .split_whitespace()
+            .take(2)
+            .collect::<Vec<_>>()
+            .join(" ");
         let known_hosts = dir.join("known_hosts");
         std::fs::write(&known_hosts, format!("[{addr}]:{PORT} {public}\n")).expect("known_hosts");
         // Wait until it accepts connections.
@@ -97,15 +101,27 @@ impl Sshd {
     /// batch mode, no agent forwarding, the host key pinned.
     pub fn command(&self, lan: &Lan, from: usize, known_hosts: &Path, remote: &[&str]) -> Command {
         let mut cmd = lan.command(from, require_program("ssh", "openssh-client"));
-        cmd.args(["-o", "BatchMode=yes", "-o", "ForwardAgent=no", "-o", "StrictHostKeyChecking=yes"])
-            .arg("-o")
-            .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
-            .args(["-o", "GlobalKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR"])
-            .arg("-i")
-            .arg(&self.client_key)
-            .args(["-p", &PORT.to_string()])
-            .arg(format!("root@{}", self.addr))
-            .args(remote);
+        cmd.args([
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "ForwardAgent=no",
+            "-o",
+            "StrictHostKeyChecking=yes",
+        ])
+        .arg("-o")
+        .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
+        .args([
+            "-o",
+            "GlobalKnownHostsFile=/dev/null",
+            "-o",
+            "LogLevel=ERROR",
+        ])
+        .arg("-i")
+        .arg(&self.client_key)
+        .args(["-p", &PORT.to_string()])
+        .arg(format!("root@{}", self.addr))
+        .args(remote);
         cmd
     }
 }

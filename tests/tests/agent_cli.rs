@@ -253,7 +253,11 @@ fn sigterm_drains_then_stops_and_a_second_signal_stops_now() {
         let build = link.build(req, &mut log);
         tokio::pin!(build);
         let _ = tokio::time::timeout(Duration::from_secs(2), &mut build).await;
-        assert!(!processes_with(&marker).is_empty(), "the build runs");
+        assert!(
+            wait_for(Duration::from_secs(5), || !processes_with(&marker)
+                .is_empty()),
+            "the build runs"
+        );
         signal(&agent, "TERM");
         tokio::time::sleep(Duration::from_millis(300)).await;
         signal(&agent, "TERM");

@@ -293,11 +293,21 @@ fn cancelled_and_abandoned_builds_leave_no_process() {
         // Cancelled: the master drops the request once the build runs.
         let lease = link.lease().await.expect("lease");
         let (mut log, rx) = when_logged("started");
-        tokio::select! {
-            r = link.build(build_req(lease.id, &drv_a), &mut log) => panic!("finished: {r:?}"),
-            _ = rx => {}
+        {
+            let build = link.build(build_req(lease.id, &drv_a), &mut log);
+            tokio::pin!(build);
+            tokio::select! {
+                r = &mut build => panic!("finished: {r:?}"),
+                _ = rx => {}
+            }
+            // (Read in a loop: a command line reads empty while it execs.)
+            let seen = tokio::task::spawn_blocking({
+                let m = marker_a.clone();
+                move || wait_for(Duration::from_secs(5), || !processes_with(&m).is_empty())
+            });
+            assert!(seen.await.unwrap(), "the builder runs");
+            // Dropping the request here cancels the build.
         }
-        assert!(!processes_with(&marker_a).is_empty(), "the builder runs");
         let gone = tokio::task::spawn_blocking({
             let m = marker_a.clone();
             move || wait_for(Duration::from_secs(20), || processes_with(&m).is_empty())
@@ -632,5 +642,119 @@ fn hostile_frames_get_an_error_and_a_closed_connection() {
             .await
             .expect("connect");
         assert!(link.status().await.is_ok());
+    });
+}
+
+#[test]
+fn concurrent_builds_run_as_distinct_build_users() {
+    assert!(
+        offload_tests::running_as_root(),
+        "this test needs root (build users exist only for root); CI runs it as root"
+    );
+    let rt = runtime();
+    let (master, agent_key) = (key(1), key(2));
+    let agent = TestAgent::start(&rt, Arc::clone(&agent_key), acl_of(&[&master]), config(2));
+    let drvs = Drvs::new();
+    let script = "/usr/bin/id -u > $out; /bin/sleep 1";
+    let both = [drvs.sh("uid-a", script), drvs.sh("uid-b", script)];
+    let outs = rt.block_on(async {
+        let link = Arc::new(
+            connect(agent.addr, &master, &acl_of(&[&agent_key]), None)
+                .await
+                .expect("connect"),
+        );
+        let closure = drvs.closure(&[&both[0], &both[1]]);
+        let stream = drvs.signed_export(&closure, &master).await;
+        link.import(&mut &stream[..]).await.expect("import");
+        let mut tasks = Vec::new();
+        for drv in both.clone() {
+            let link = Arc::clone(&link);
+            tasks.push(tokio::spawn(async move {
+                let lease = link.lease().await.expect("lease");
+                let o = link
+                    .build(build_req(lease.id, &drv), &mut |_| {})
+                    .await
+                    .expect("build");
+                assert_eq!(o.status, BuildStatus::Built, "{o:?}");
+                o.outputs[0].1.clone()
+            }));
+        }
+        let mut outs = Vec::new();
+        for t in tasks {
+            outs.push(t.await.unwrap());
+        }
+        outs
+    });
+    let uids: Vec<u32> = outs
+        .iter()
+        .map(|o| {
+            let real = agent
+                .store_root()
+                .join("store")
+                .join(o.trim_start_matches("/gnu/store/"));
+            std::fs::read_to_string(real)
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    assert_ne!(uids[0], uids[1], "two builds at once, one user: {uids:?}");
+    let range = offload_store::embedded::users::FIRST_BUILD_UID
+        ..offload_store::embedded::users::FIRST_BUILD_UID
+            + offload_store::embedded::users::BUILD_USERS;
+    assert!(uids.iter().all(|u| range.contains(u)), "{uids:?}");
+}
+
+#[test]
+fn impure_variables_come_from_the_allow_list_and_never_show_in_a_command_line() {
+    let rt = runtime();
+    let (master, agent_key) = (key(1), key(2));
+    let secret = format!("secret-{}", std::process::id());
+    let proxy = format!("http://user:{secret}@proxy.lan:3128");
+    let mut cfg = config(1);
+    cfg.impure_env.insert("http_proxy".into(), proxy.clone());
+    let agent = TestAgent::start(&rt, Arc::clone(&agent_key), acl_of(&[&master]), cfg);
+    let drvs = Drvs::new();
+    // A fixed output ("ok") that is right only if http_proxy is the
+    // allowed value (compared by hash: the value itself must appear in no
+    // command line, the builder's included) and PATH (set in this
+    // process, not allowed) is empty.
+    let digest = {
+        use sha2::Digest;
+        offload_core::hex::encode_lower(&sha2::Sha256::digest(proxy.as_bytes()))
+    };
+    let drv = drvs.instantiate(&format!(
+        "derivation {{ name = \"impure\"; system = builtins.currentSystem; builder = \"/bin/sh\"; \
+         args = [\"-c\" \"echo started; /bin/sleep 2; \
+         h=$(printf %s \\\"$http_proxy\\\" | /usr/bin/sha256sum | /usr/bin/cut -c1-64); \
+         if [ \\\"$h\\\" = {digest} ] && [ -z \\\"$PATH\\\" ]; \
+         then printf ok > $out; else printf no > $out; fi\"]; \
+         impureEnvVars = [\"http_proxy\" \"PATH\"]; outputHashMode = \"flat\"; outputHashAlgo = \"sha256\"; \
+         outputHash = \"2689367b205c16ce32ed4200942b8b8b1e262dfc70d9bc9fbc77c49699a4f1df\"; }}"
+    ));
+    rt.block_on(async {
+        let link = connect(agent.addr, &master, &acl_of(&[&agent_key]), None)
+            .await
+            .expect("connect");
+        send_closure(&link, &drvs, &drv, &master).await;
+        let lease = link.lease().await.expect("lease");
+        let (mut log, started) = when_logged("started");
+        let build = link.build(build_req(lease.id, &drv), &mut log);
+        tokio::pin!(build);
+        tokio::select! {
+            r = &mut build => panic!("ended early: {r:?}"),
+            _ = started => {}
+        }
+        // While it runs, no process shows the secret in its command line.
+        let shown = tokio::task::spawn_blocking({
+            let s = secret.clone();
+            move || processes_with(&s)
+        })
+        .await
+        .unwrap();
+        assert!(shown.is_empty(), "{shown:?}");
+        let outcome = build.await.expect("build");
+        assert_eq!(outcome.status, BuildStatus::Built, "{outcome:?}");
     });
 }

@@ -84,11 +84,16 @@ fn stdio_through_a_real_sshd_with_the_host_key_pinned() {
             max_silent_secs: 0,
             timeout_secs: 0,
         };
-        let outcome = link.build(req, &mut |c| log.extend_from_slice(c)).await.expect("build");
+        let outcome = link
+            .build(req, &mut |c| log.extend_from_slice(c))
+            .await
+            .expect("build");
         assert_eq!(outcome.status, BuildStatus::Built, "{outcome:?}");
         assert!(String::from_utf8_lossy(&log).contains("built over ssh"));
         let mut out = Vec::new();
-        link.export(&[outcome.outputs[0].1.clone()], &mut out).await.expect("export");
+        link.export(&[outcome.outputs[0].1.clone()], &mut out)
+            .await
+            .expect("export");
         assert!(!out.is_empty());
         link.close().await;
         let status = child.wait().await.unwrap();
@@ -106,11 +111,22 @@ fn stdio_through_a_real_sshd_with_the_host_key_pinned() {
     let wrong = dir.join("wrong_known_hosts");
     let other = dir.join("other_host_key");
     offload_tests::run_ok(
-        std::process::Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(&other),
+        std::process::Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(&other),
         b"",
     );
     let other_pub = std::fs::read_to_string(other.with_extension("pub")).unwrap();
-    std::fs::write(&wrong, format!("[{}]:{} {}", sshd.addr, offload_tests::sshd::PORT, other_pub)).unwrap();
+    std::fs::write(
+        &wrong,
+        format!(
+            "[{}]:{} {}",
+            sshd.addr,
+            offload_tests::sshd::PORT,
+            other_pub
+        ),
+    )
+    .unwrap();
     rt.block_on(async {
         let (link, mut child) = open(&wrong, "agent-acl", "master").await;
         assert!(link.is_err());

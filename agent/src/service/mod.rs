@@ -48,6 +48,8 @@ pub struct Config {
     pub cores: u32,
     /// Kill a builder that writes more log than this.
     pub max_log_size: Option<u64>,
+    /// The only values fixed-output derivations' `impureEnvVars` get.
+    pub impure_env: std::collections::BTreeMap<String, String>,
 }
 
 /// Live measurements, refreshed by the caller.

@@ -267,6 +267,7 @@ pub(super) async fn build(
         max_log_size: service.config.max_log_size,
         cores: service.config.cores,
         max_jobs: 1,
+        impure_env: Some(service.config.impure_env.clone()),
         ..BuildOptions::default()
     };
     let (log_tx, mut log_rx) = mpsc::unbounded_channel::<Vec<u8>>();

@@ -25,11 +25,12 @@ mod fresh;
 mod outputs;
 mod runner;
 mod sandbox;
+pub mod users;
 
 use std::collections::BTreeSet;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use offload_core::store_path::{StoreDir, StorePath};
 use tokio::sync::watch;
@@ -45,8 +46,10 @@ pub struct EmbeddedStore {
     /// Outputs being built now, by any build of this process: two builds
     /// of the same output never run at once, whoever asked for them.
     busy: Mutex<BTreeSet<StorePath>>,
-    /// Bumped whenever outputs stop being busy.
-    released: watch::Sender<u64>,
+    /// Bumped whenever outputs stop being busy or a build user is free.
+    released: Arc<watch::Sender<u64>>,
+    /// The build users (when we are root).
+    users: Arc<users::BuildUsers>,
 }
 
 impl EmbeddedStore {
@@ -60,13 +63,20 @@ impl EmbeddedStore {
         let lock = lock(&root.join("var/lock"))?;
         sweep(&root.join("tmp"));
         let db = Db::open_or_create(&root.join("var/db"))?;
+        let released = Arc::new(watch::Sender::new(0));
         Ok(Self {
             root: root.to_owned(),
             local: LocalStore::new(store_dir, root.join("store"), db),
             _lock: lock,
             busy: Mutex::new(BTreeSet::new()),
-            released: watch::Sender::new(0),
+            users: users::BuildUsers::new(Arc::clone(&released)),
+            released,
         })
+    }
+
+    /// The store's build users.
+    pub(crate) fn users(&self) -> &Arc<users::BuildUsers> {
+        &self.users
     }
 
     /// Mark `outputs` busy, all or none; false if one of them is busy.

@@ -33,6 +33,8 @@ pub(super) struct EnvContext<'a> {
     pub(super) profile: Profile,
     /// The owner to give the files written (the build user).
     pub(super) owner: Option<(u32, u32)>,
+    /// Where `impureEnvVars` take their values (`BuildOptions::impure_env`).
+    pub(super) impure_env: Option<&'a BTreeMap<String, String>>,
 }
 
 /// The builder's environment (see the module documentation); for Nix,
@@ -76,7 +78,12 @@ pub(super) fn environment(
             env.insert("NIX_OUTPUT_CHECKED".to_owned(), "1".to_owned());
         }
         for k in tokens(drv.env.get("impureEnvVars")) {
-            env.insert(k.to_owned(), std::env::var(k).unwrap_or_default());
+            let value = match cx.impure_env {
+                // Only what the operator allowed, never our environment.
+                Some(allowed) => allowed.get(k).cloned().unwrap_or_default(),
+                None => std::env::var(k).unwrap_or_default(),
+            };
+            env.insert(k.to_owned(), value);
         }
     }
     if nix {
@@ -156,7 +163,15 @@ mod tests {
     }
 
     fn env_of(profile: Profile, fixed: bool) -> (BTreeMap<String, String>, tempfile::TempDir) {
-        let text = br#"Derive([("out","/gnu/store/0123456789abcdfghijklmnpqrsvwxyz-a","","")],[],[],"x86_64-linux","/bin/sh",[],[("impureEnvVars","OFFLOAD_NOT_SET"),("out","/gnu/store/0123456789abcdfghijklmnpqrsvwxyz-a"),("passAsFile","text"),("text","hello")])"#;
+        env_with(profile, fixed, None)
+    }
+
+    fn env_with(
+        profile: Profile,
+        fixed: bool,
+        impure_env: Option<&BTreeMap<String, String>>,
+    ) -> (BTreeMap<String, String>, tempfile::TempDir) {
+        let text = br#"Derive([("out","/gnu/store/0123456789abcdfghijklmnpqrsvwxyz-a","","")],[],[],"x86_64-linux","/bin/sh",[],[("impureEnvVars","OFFLOAD_NOT_SET PATH http_proxy"),("out","/gnu/store/0123456789abcdfghijklmnpqrsvwxyz-a"),("passAsFile","text"),("text","hello")])"#;
         let drv = Derivation::parse(text).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let env = environment(
@@ -169,10 +184,33 @@ mod tests {
                 cores: 2,
                 profile,
                 owner: None,
+                impure_env,
             },
         )
         .unwrap();
         (env, dir)
+    }
+
+    #[test]
+    fn impure_variables_come_only_from_the_allow_list_when_one_is_given() {
+        let (nix, _dir) = env_of(Profile::Nix, true);
+        assert_ne!(
+            nix.get("PATH").map(String::as_str),
+            Some("/path-not-set"),
+            "Nix's rule: from our environment"
+        );
+        let allowed = BTreeMap::from([("http_proxy".to_owned(), "http://proxy:3128".to_owned())]);
+        let (nix, _dir) = env_with(Profile::Nix, true, Some(&allowed));
+        assert_eq!(
+            nix.get("http_proxy").map(String::as_str),
+            Some("http://proxy:3128")
+        );
+        assert_eq!(
+            nix.get("PATH").map(String::as_str),
+            Some(""),
+            "not allowed: empty, never ours"
+        );
+        assert_eq!(nix.get("OFFLOAD_NOT_SET").map(String::as_str), Some(""));
     }
 
     #[test]

@@ -60,15 +60,24 @@ impl Job {
             isolation,
             ..
         } = spec;
-        let scratch = match isolation {
-            Isolation::Sandbox(sb) => Some(sb.scratch),
-            Isolation::Direct => None,
+        let (scratch, build_user) = match isolation {
+            Isolation::Sandbox(sb) => {
+                let sb = *sb;
+                (Some(sb.scratch), sb.build_user)
+            }
+            Isolation::Direct => (None, None),
         };
         let drv = check.drv.clone();
         let seconds = |d: Option<Duration>| d.map_or(0, |d| d.as_secs());
         let Ok(ended) = ended else {
             if let Some(scratch) = scratch {
                 scratch.leave();
+            }
+            if let Some(user) = build_user {
+                // Its processes may still run: never give its uid to
+                // another build.
+                tracing::warn!("build user {} retired", user.uid());
+                std::mem::forget(user);
             }
             tracing::warn!("leaving {} in place", build_dir.display());
             return Finished {
@@ -81,6 +90,8 @@ impl Job {
                 kept_build_dir: None,
             };
         };
+        // The build's processes are gone: its user may serve another.
+        drop(build_user);
         let (status, message, infos) = match ended {
             Ended::Exited(status) if status.success() => {
                 let checked = tokio::task::spawn_blocking(move || {

@@ -40,7 +40,8 @@
 //! build directory and passed as `<name>Path`), then `NIX_BUILD_TOP`
 //! `TMPDIR` `TEMPDIR` `TMP` `TEMP` `PWD` = the build directory as the
 //! builder sees it (`/build` in the sandbox), for fixed outputs
-//! `NIX_OUTPUT_CHECKED=1` and the `impureEnvVars` taken from this process,
+//! `NIX_OUTPUT_CHECKED=1` and the `impureEnvVars` (from this process, or
+//! only from [`BuildOptions::impure_env`]),
 //! and `NIX_LOG_FD=2`, `TERM=xterm-256color`. [`Profile::Guix`]
 //! (guix-daemon's `startBuilder`): the same without `passAsFile` (every
 //! variable is copied verbatim), `NIX_OUTPUT_CHECKED`, `NIX_LOG_FD` and
@@ -95,6 +96,12 @@ pub struct BuildOptions {
     /// Whose builders to imitate (`None`: [`Profile::for_store_dir`] of
     /// the store).
     pub profile: Option<Profile>,
+    /// The values of a fixed-output derivation's `impureEnvVars`: `None`
+    /// takes them from this process's environment, as Nix does (for an
+    /// operator's own command line); `Some` takes them only from this
+    /// allow-list, names it lacks being empty (for builds that come from
+    /// the network, which must not read the agent's environment).
+    pub impure_env: Option<BTreeMap<String, String>>,
 }
 
 /// Whose builds the builder imitates: the environment, the build
@@ -129,6 +136,7 @@ impl Default for BuildOptions {
             max_jobs: 1,
             keep_failed: false,
             profile: None,
+            impure_env: None,
         }
     }
 }
@@ -271,6 +279,9 @@ pub enum Error {
     /// missing).
     #[error("cannot show the store at its logical path: {0}")]
     Sandbox(String),
+    /// Every build user is busy (internal: the build waits).
+    #[error("every build user is busy")]
+    NoBuildUser,
     /// We are root and no sandbox can be made (programs missing, or
     /// namespaces not allowed): builders are never run as root.
     #[error(

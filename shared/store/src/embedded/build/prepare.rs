@@ -21,6 +21,7 @@ use crate::embedded::drv_paths::Kind;
 use crate::embedded::outputs;
 use crate::embedded::runner;
 use crate::embedded::sandbox::{self, Input, Isolation, Programs, Sandbox, Scratch, Spec, User};
+use crate::embedded::users::BuildUser;
 use crate::local::LocalStore;
 
 /// How this run's builders are isolated.
@@ -98,6 +99,14 @@ pub(super) fn prepare(
 ) -> Result<Job, Error> {
     let local = store.local();
     let drv = &node.drv;
+    // As root, a build user of its own (or wait for one).
+    let build_user = match mode {
+        Mode::Sandbox {
+            user: User::Build { .. },
+            ..
+        } => Some(store.users().take().ok_or(Error::NoBuildUser)?),
+        _ => None,
+    };
     // Leftovers of an interrupted build are not valid: delete them.
     remove_outputs(local, &node.outputs);
 
@@ -129,18 +138,29 @@ pub(super) fn prepare(
         .unwrap_or_else(|| Profile::for_store_dir(local.store_dir()));
     let tmp = store.root().join("tmp");
     let build_dir = make_build_dir(&tmp, drv, profile)?;
-    let result = job(store, node, opts, mode, profile, &build_dir, input_graph);
+    let result = job(
+        store,
+        node,
+        opts,
+        mode,
+        build_user,
+        profile,
+        &build_dir,
+        input_graph,
+    );
     if result.is_err() {
         let _ = atomic::remove_tree(&build_dir);
     }
     result
 }
 
+#[allow(clippy::too_many_arguments)]
 fn job(
     store: &EmbeddedStore,
     node: &Node,
     opts: &BuildOptions,
     mode: &Mode,
+    build_user: Option<BuildUser>,
     profile: Profile,
     build_dir: &Path,
     input_graph: BTreeMap<StorePath, Vec<StorePath>>,
@@ -153,9 +173,17 @@ fn job(
     };
     // Where the builder sees its build directory, the host uid of the
     // files it makes, and the build user to give our files to.
-    let (top, owner, build_user) = match mode {
-        Mode::Sandbox { user, .. } => {
-            let build_user = match *user {
+    let user = match (mode, &build_user) {
+        (_, Some(b)) => User::Build {
+            uid: b.uid(),
+            gid: b.uid(),
+        },
+        (Mode::Sandbox { user, .. }, None) => *user,
+        (Mode::Direct, None) => User::MapRoot,
+    };
+    let (top, owner, owner_ids) = match mode {
+        Mode::Sandbox { .. } => {
+            let owner_ids = match user {
                 User::Build { uid, gid } => {
                     std::os::unix::fs::chown(build_dir, Some(uid), Some(gid))
                         .map_err(io_at(build_dir))?;
@@ -164,7 +192,7 @@ fn job(
                 User::MapRoot => None,
             };
             let inside = build_dir_in_sandbox(drv, profile);
-            (inside, user.host_owner().0, build_user)
+            (inside, user.host_owner().0, owner_ids)
         }
         Mode::Direct => {
             if Path::new(HOME_DIR).exists() {
@@ -188,7 +216,8 @@ fn job(
             top: top_str,
             cores: opts.cores,
             profile,
-            owner: build_user,
+            owner: owner_ids,
+            impure_env: opts.impure_env.as_ref(),
         },
     )?;
     let log_path = log_path(&store.root().join("var/log"), drv);
@@ -206,7 +235,7 @@ fn job(
 
     // Last, as nothing after it may fail: the job removes it.
     let isolation = match mode {
-        Mode::Sandbox { programs, user } => {
+        Mode::Sandbox { programs, .. } => {
             let mount_point = store.root().join("var/sandbox");
             fs::create_dir_all(&mount_point).map_err(io_at(&mount_point))?;
             let mut scratch_dir = build_dir.as_os_str().to_owned();
@@ -220,14 +249,15 @@ fn job(
                     base: p.base().to_owned(),
                 });
             let scratch =
-                Scratch::create(scratch_dir.clone(), inputs, *user).map_err(io_at(&scratch_dir))?;
+                Scratch::create(scratch_dir.clone(), inputs, user).map_err(io_at(&scratch_dir))?;
             Isolation::Sandbox(Box::new(Sandbox {
                 mount_point,
                 scratch,
                 logical_store: Path::new(local.store_dir().as_str()).to_owned(),
                 build_dir_inside: top,
                 private_network: fixed.is_none(),
-                user: *user,
+                user,
+                build_user,
                 programs: (**programs).clone(),
             }))
         }

@@ -217,6 +217,12 @@ impl<'a> Scheduler<'a> {
                         let handle = self.running.spawn(async move { (i, job.run(i, tx).await) });
                         self.tasks.insert(handle.id(), i);
                     }
+                    Err(Error::NoBuildUser) => {
+                        // Every build user is busy with other runs' builds.
+                        self.unclaim(i);
+                        self.blocked = true;
+                        continue;
+                    }
                     Err(e) => {
                         self.unclaim(i);
                         self.settle(i, BuildStatus::MiscFailure, e.to_string(), events);

@@ -42,7 +42,7 @@
 //! caller's with `TIOCSTI`; as process 1 it is never a group leader, so
 //! `setsid` does not fork); `setpriv` empties the capability bounding and
 //! inheritable sets and sets `no_new_privs`; when we are root it also
-//! switches to the build user ([`BUILD_UID`]:[`BUILD_GID`], no
+//! switches to the build's own build user (module `users`, no
 //! supplementary groups). The builder thus holds no capability: it cannot
 //! remount, leave its `chroot` (it has no `CAP_SYS_CHROOT`, and a chrooted
 //! process may not create a user namespace to regain one), or change what
@@ -68,8 +68,7 @@
 //! Differences from Nix's sandbox: no `/dev/tty` (Nix binds it, though its
 //! builder has no terminal either), the builder's `argv[0]` is its full
 //! path (`setpriv` executes it so), a builder killed by SIGKILL shows as
-//! exit code 1 (`unshare` cannot re-raise SIGKILL), and one build user
-//! serves every build (their PID namespaces keep them apart).
+//! exit code 1 (`unshare` cannot re-raise SIGKILL).
 //!
 //! **Direct** (the fallback when a probe shows that the namespaces cannot
 //! be created, e.g. without unprivileged user namespaces; only when we are
@@ -100,13 +99,6 @@ pub(crate) use self::scratch::{Input, Scratch};
 /// The byte the set-up script writes, on a line of its own, just before
 /// it executes the builder.
 pub(crate) const SETUP_DONE: u8 = 2;
-
-/// The user builders run as when we are root (`nixbld` in their
-/// `/etc/passwd`). No account may use this uid or gid on the host: its
-/// processes could otherwise meddle with running builds.
-pub(crate) const BUILD_UID: u32 = 30001;
-/// The group of [`BUILD_UID`].
-pub(crate) const BUILD_GID: u32 = 30001;
 
 /// How to start one builder.
 pub(crate) struct Spec {
@@ -144,6 +136,9 @@ pub(crate) struct Sandbox {
     pub(crate) private_network: bool,
     /// Who the builder is.
     pub(crate) user: User,
+    /// The build user held for this build (as root): given back when the
+    /// sandbox description is dropped, after the build's processes.
+    pub(crate) build_user: Option<crate::embedded::users::BuildUser>,
     /// The programs used.
     pub(crate) programs: Programs,
 }
@@ -164,12 +159,14 @@ pub(crate) enum User {
 }
 
 impl User {
-    /// [`BUILD_UID`] when we are root, else the user namespace.
+    /// A build user (the first; each build gets its own, module `users`)
+    /// when we are root, else the user namespace.
     pub(crate) fn current() -> Self {
         if rustix::process::geteuid().is_root() {
+            let first = crate::embedded::users::FIRST_BUILD_UID;
             Self::Build {
-                uid: BUILD_UID,
-                gid: BUILD_GID,
+                uid: first,
+                gid: first,
             }
         } else {
             Self::MapRoot
@@ -198,6 +195,9 @@ pub(crate) struct Programs {
     mkdir: PathBuf,
     ln: PathBuf,
     env: PathBuf,
+    /// Runs the set-up script (it reads the builder's environment from a
+    /// file, which POSIX sh cannot do).
+    bash: PathBuf,
     setpriv: PathBuf,
     setsid: PathBuf,
     /// iproute2's `ip`, to bring the loopback interface up (skipped if
@@ -222,6 +222,7 @@ impl Programs {
             mkdir: need("mkdir", "coreutils")?,
             ln: need("ln", "coreutils")?,
             env: need("env", "coreutils")?,
+            bash: need("bash", "bash")?,
             setpriv: need("setpriv", "util-linux")?,
             setsid: need("setsid", "util-linux")?,
             ip: find_program("ip"),
@@ -306,6 +307,35 @@ pub(crate) fn spawn(spec: &Spec) -> io::Result<(Child, pipe::Receiver)> {
     Ok((child, receiver))
 }
 
+/// The builder's environment, `NAME=VALUE\0` each, in a file only we
+/// can read: never in a command line, where every user of the host would
+/// see it for as long as the build runs (`unshare`, which waits for the
+/// build, keeps its arguments). Names with `=` and anything with NUL
+/// cannot be passed and are refused.
+fn write_environment(file: &Path, env: &BTreeMap<String, String>) -> io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut text = Vec::new();
+    for (k, v) in env {
+        if k.is_empty() || k.contains(['=', '\0']) || v.contains('\0') {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("environment variable {k:?} cannot be passed to a builder"),
+            ));
+        }
+        text.extend_from_slice(k.as_bytes());
+        text.push(b'=');
+        text.extend_from_slice(v.as_bytes());
+        text.push(0);
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(file)?;
+    f.write_all(&text)
+}
+
 fn direct(spec: &Spec) -> Command {
     let mut cmd = Command::new(&spec.builder);
     let base = spec.builder.rsplit('/').next().unwrap_or(&spec.builder);
@@ -320,18 +350,19 @@ fn direct(spec: &Spec) -> Command {
 fn sandboxed(spec: &Spec, sb: &Sandbox) -> io::Result<Command> {
     let script = sb.scratch.script();
     std::fs::write(&script, script::setup(spec, sb))?;
+    let env_file = sb.scratch.environment();
+    write_environment(&env_file, &spec.env)?;
     let p = &sb.programs;
     let mut cmd = Command::new(&p.setpriv);
     cmd.args(["--pdeathsig=KILL", "--"])
         .arg(&p.unshare)
         .args(unshare_args(sb.user, sb.private_network))
-        .args(["--", SHELL])
+        .arg("--")
+        .arg(&p.bash)
         .arg(&script)
+        .arg(&env_file)
         .arg(&p.env)
         .args(["-i", "--"]);
-    for (k, v) in &spec.env {
-        cmd.arg(format!("{k}={v}"));
-    }
     let mut root_arg = OsString::from("--root=");
     root_arg.push(&sb.mount_point);
     let mut wd_arg = OsString::from("--wd=");

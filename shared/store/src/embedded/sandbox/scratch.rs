@@ -101,6 +101,11 @@ impl Scratch {
         self.dir.join("fresh")
     }
 
+    /// Where the builder's environment is written for the set-up script.
+    pub(crate) fn environment(&self) -> PathBuf {
+        self.dir.join("environment")
+    }
+
     /// Where the set-up script is written.
     pub(crate) fn script(&self) -> PathBuf {
         self.dir.join("setup.sh")

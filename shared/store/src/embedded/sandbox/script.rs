@@ -26,14 +26,17 @@ fn os<T: AsRef<OsStr> + ?Sized>(t: &T) -> &OsStr {
     t.as_ref()
 }
 
-/// The script: `/bin/sh SCRIPT COMMAND…` sets the sandbox up and executes
-/// `COMMAND…`.
+/// The script: `bash SCRIPT ENV_FILE ENV -i -- COMMAND…` sets the sandbox
+/// up and executes `ENV -i -- NAME=VALUE… COMMAND…`, the assignments read
+/// from ENV_FILE (NUL-separated, readable by us only) into the script's
+/// memory, so that they appear in no long-lived command line.
 pub(super) fn setup(spec: &Spec, sb: &Sandbox) -> Vec<u8> {
     let p = &sb.programs;
     let root = &sb.mount_point;
     let inside = |path: &Path| -> PathBuf { root.join(path.strip_prefix("/").unwrap_or(path)) };
     let mut s = ScriptWriter::default();
     s.raw("set -e\numask 022\n");
+    s.raw("mapfile -d '' -t offload_env < \"$1\"\nshift\n");
     s.run(
         &p.mount,
         &[
@@ -175,7 +178,7 @@ pub(super) fn setup(spec: &Spec, sb: &Sandbox) -> Vec<u8> {
         s.cmd(hostname, &[os("localhost")]);
         s.raw(" || :\n");
     }
-    s.raw("printf '\\002\\n' >&2\nexec \"$@\"\n");
+    s.raw("printf '\\002\\n' >&2\nexec \"$1\" \"$2\" \"$3\" \"${offload_env[@]}\" \"${@:4}\"\n");
     s.text
 }
 
