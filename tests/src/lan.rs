@@ -16,6 +16,7 @@
 //! Needs root (CI and the developers' machines run as root).
 
 use std::net::Ipv4Addr;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -148,6 +149,18 @@ impl Lan {
             lan.check_host(i);
         }
         lan
+    }
+
+    /// Move the calling thread into host `i`'s network namespace (threads
+    /// it starts afterwards are there too): for clients run in-process.
+    pub fn enter(&self, i: usize) {
+        let path = Path::new("/var/run/netns").join(&self.hosts[i].ns);
+        let ns = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        rustix::thread::move_into_link_name_space(
+            std::os::fd::AsFd::as_fd(&ns),
+            Some(rustix::thread::LinkNameSpaceType::Network),
+        )
+        .unwrap_or_else(|e| panic!("entering {}: {e}", self.hosts[i].ns));
     }
 
     /// The hosts.

@@ -78,6 +78,7 @@ impl Sshd {
             let probe = lan
                 .command(host, "bash")
                 .args(["-c", &format!("exec 3<>/dev/tcp/{addr}/{PORT}")])
+                .stderr(std::process::Stdio::null())
                 .status();
             if probe.is_ok_and(|s| s.success()) {
                 break;

@@ -433,7 +433,7 @@ pub(super) async fn export(
         result
     });
     while let Some(chunk) = rx.recv().await {
-        framed::write_frame(w, &ToMaster::Data(chunk)).await?;
+        framed::write_bytes_frame(w, &ToMaster::Data(Vec::new()), &chunk).await?;
     }
     match exporter.await {
         Ok(Ok(())) => {

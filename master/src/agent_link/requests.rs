@@ -222,7 +222,7 @@ impl AgentLink {
             let (_, w) = turn.parts();
             // An agent that refused the stream early stops reading: its
             // answer says why.
-            if framed::write_frame(w, &ToAgent::Data(buf[..n].to_vec()))
+            if framed::write_bytes_frame(w, &ToAgent::Data(Vec::new()), &buf[..n])
                 .await
                 .is_err()
             {

@@ -21,6 +21,11 @@ impl<W: Write> HashingWriter<W> {
         }
     }
 
+    /// The hash so far and the number of bytes hashed; hashing goes on.
+    pub fn snapshot(&self) -> ([u8; 32], u64) {
+        (self.hasher.clone().finalize().into(), self.count)
+    }
+
     /// The hash so far and the number of bytes hashed; resets the hasher.
     pub fn take_hash(&mut self) -> ([u8; 32], u64) {
         let hash = std::mem::take(&mut self.hasher).finalize().into();

@@ -30,6 +30,19 @@ pub async fn write_frame<T: Serialize, W: AsyncWrite + Unpin + ?Sized>(
     Ok(())
 }
 
+/// Write a `Data` or `Log` frame (`empty` is the message with an empty
+/// payload) carrying `payload`, without copying it into a frame first.
+pub async fn write_bytes_frame<T: Serialize, W: AsyncWrite + Unpin + ?Sized>(
+    w: &mut W,
+    empty: &T,
+    payload: &[u8],
+) -> Result<(), FrameError> {
+    let header = codec::bytes_frame_header(empty, payload.len())?;
+    w.write_all(&header).await?;
+    w.write_all(payload).await?;
+    Ok(())
+}
+
 /// Read one frame; `None` at a clean end of stream (before any byte of a
 /// frame).
 pub async fn read_frame<T: DeserializeOwned, R: AsyncRead + Unpin + ?Sized>(
@@ -49,10 +62,11 @@ pub async fn read_frame<T: DeserializeOwned, R: AsyncRead + Unpin + ?Sized>(
         got += n;
     }
     let len = codec::body_len(header)?;
-    let mut body = vec![0u8; len];
-    r.read_exact(&mut body).await.map_err(|e| match e.kind() {
-        std::io::ErrorKind::UnexpectedEof => FrameError::Truncated,
-        _ => FrameError::Io(e),
-    })?;
+    // Filled as it is read (no zeroing first); at most one frame.
+    let mut body = Vec::with_capacity(len);
+    let got = (&mut *r).take(len as u64).read_to_end(&mut body).await?;
+    if got < len {
+        return Err(FrameError::Truncated);
+    }
     Ok(Some(codec::decode(&body)?))
 }

@@ -60,9 +60,20 @@ fn tls(e: impl std::fmt::Display) -> SetupError {
 /// it has no post-quantum key exchange; the alternative, aws-lc-rs, is a
 /// large C build on every agent. Peers are pinned keys on a LAN; revisit
 /// when ring gains ML-KEM.
+///
+/// AES-128-GCM is preferred (ring's default puts AES-256 first): on bulk
+/// transfers the cipher is a large part of the CPU time, and 128-bit
+/// keys are ample for session keys of a LAN service.
 #[allow(deprecated)]
 pub(crate) fn provider() -> rustls::crypto::CryptoProvider {
-    rustls::crypto::ring::default_provider()
+    use rustls::crypto::ring::cipher_suite;
+    let mut p = rustls::crypto::ring::default_provider();
+    p.cipher_suites = vec![
+        cipher_suite::TLS13_AES_128_GCM_SHA256,
+        cipher_suite::TLS13_AES_256_GCM_SHA384,
+        cipher_suite::TLS13_CHACHA20_POLY1305_SHA256,
+    ];
+    p
 }
 
 /// The transport parameters both sides use.

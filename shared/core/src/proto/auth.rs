@@ -43,6 +43,7 @@ pub struct AuthChallenge {
     /// Its nonce.
     pub nonce: [u8; 32],
     /// Its signature of the transcript.
+    #[serde(with = "serde_bytes")]
     pub signature: Vec<u8>,
 }
 
@@ -50,6 +51,7 @@ pub struct AuthChallenge {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuthProof {
     /// Its signature of the transcript.
+    #[serde(with = "serde_bytes")]
     pub signature: Vec<u8>,
 }
 

@@ -51,6 +51,48 @@ pub fn encode<T: Serialize>(msg: &T) -> Result<Vec<u8>, CodecError> {
     Ok(frame)
 }
 
+/// The header of a frame whose message is `prefix` followed by a byte
+/// string of `len` bytes (a `Data` or `Log` frame): write it, then the
+/// bytes themselves, and the receiver decodes the same message as if it
+/// had been [`encode`]d — without the payload being copied into a frame
+/// first. `prefix` is the message with an empty payload.
+pub fn bytes_frame_header<T: Serialize>(prefix: &T, len: usize) -> Result<Vec<u8>, CodecError> {
+    let empty = encode(prefix)?;
+    // An empty byte string is its length, 0, as one varint byte: last.
+    let Some((&0, start)) = empty[HEADER_LEN..].split_last() else {
+        return Err(CodecError::Malformed("not a byte-string message".into()));
+    };
+    let mut header = vec![0u8; HEADER_LEN];
+    header.extend_from_slice(start);
+    write_varint(&mut header, len as u64);
+    let body = header.len() - HEADER_LEN + len;
+    if body > MAX_FRAME {
+        return Err(CodecError::Length(body));
+    }
+    let prefix = u32::try_from(body).map_err(|_| CodecError::Length(body))?;
+    header[..HEADER_LEN].copy_from_slice(&prefix.to_le_bytes());
+    Ok(header)
+}
+
+/// bincode's variable-length integer (standard configuration).
+fn write_varint(out: &mut Vec<u8>, n: u64) {
+    match n {
+        0..=250 => out.push(n as u8),
+        251..=0xffff => {
+            out.push(251);
+            out.extend_from_slice(&(n as u16).to_le_bytes());
+        }
+        0x1_0000..=0xffff_ffff => {
+            out.push(252);
+            out.extend_from_slice(&(n as u32).to_le_bytes());
+        }
+        _ => {
+            out.push(253);
+            out.extend_from_slice(&n.to_le_bytes());
+        }
+    }
+}
+
 /// The body length announced by a frame's header.
 pub fn body_len(header: [u8; HEADER_LEN]) -> Result<usize, CodecError> {
     let len = u32::from_le_bytes(header) as usize;

@@ -3,7 +3,8 @@
 //! as strings and are parsed by the receiver, which knows its store
 //! directory; [`ToAgent::validate`] and [`ToMaster::validate`] check every
 //! count and length against the limits before anything else looks at a
-//! message.
+//! message. Byte payloads are encoded as byte strings (`serde_bytes`: one
+//! copy, not a call per byte; the same bytes on the wire as a sequence).
 
 use serde::{Deserialize, Serialize};
 
@@ -17,7 +18,7 @@ pub enum ToAgent {
     /// The first frame of every other stream.
     Request(Request),
     /// A chunk of an export stream being imported.
-    Data(Vec<u8>),
+    Data(#[serde(with = "serde_bytes")] Vec<u8>),
     /// The import's data is complete.
     End,
     /// Stop the build running on this stream.
@@ -36,9 +37,9 @@ pub enum ToMaster {
     /// The answer to a request.
     Reply(Reply),
     /// A chunk of a build's log, as the builder wrote it.
-    Log(Vec<u8>),
+    Log(#[serde(with = "serde_bytes")] Vec<u8>),
     /// A chunk of an export stream.
-    Data(Vec<u8>),
+    Data(#[serde(with = "serde_bytes")] Vec<u8>),
     /// The export stream is complete.
     End,
     /// The request failed; the stream ends here.

@@ -95,6 +95,26 @@ fn every_message_round_trips() {
 }
 
 #[test]
+fn byte_frames_written_in_two_parts_decode_as_encoded() {
+    for len in [0usize, 1, 250, 251, 65535, 65536, MAX_CHUNK] {
+        let payload: Vec<u8> = (0..len).map(|i| i as u8).collect();
+        for (msg, empty) in [
+            (ToMaster::Data(payload.clone()), ToMaster::Data(Vec::new())),
+            (ToMaster::Log(payload.clone()), ToMaster::Log(Vec::new())),
+        ] {
+            let mut frame = codec::bytes_frame_header(&empty, len).unwrap();
+            frame.extend_from_slice(&payload);
+            assert_eq!(frame, codec::encode(&msg).unwrap(), "{len}");
+        }
+        let mut frame = codec::bytes_frame_header(&ToAgent::Data(Vec::new()), len).unwrap();
+        frame.extend_from_slice(&payload);
+        assert_eq!(frame, codec::encode(&ToAgent::Data(payload)).unwrap());
+    }
+    assert!(codec::bytes_frame_header(&ToMaster::End, 3).is_err());
+    assert!(codec::bytes_frame_header(&ToMaster::Data(Vec::new()), MAX_FRAME).is_err());
+}
+
+#[test]
 fn hostile_lengths_fail_before_allocating() {
     // Data with a claimed length of 2^40 bytes: variant 2, varint 0xfd + u64.
     let mut body = vec![2u8, 0xfd];

@@ -7,7 +7,6 @@ use std::io::{self, Read, Write};
 use std::sync::Arc;
 
 use offload_core::export::{self, ItemWriter, Limits};
-use offload_core::hashing::HashingWriter;
 use offload_core::keys::SecretKey;
 use offload_core::nixbase32;
 use offload_core::signature::Signature;
@@ -412,12 +411,11 @@ fn write_local_item(
 ) -> Result<(), Error> {
     let what = || format!("exporting {}", info.path);
     let mut item = ItemWriter::begin(w).map_err(io_err(what()))?;
-    let mut nar = dump::dump_path(
-        &local.real_path(&info.path),
-        HashingWriter::new(item.nar_sink()),
-    )
-    .map_err(|e| Error::Other(format!("{}: {e}", what())))?;
-    let (hash, size) = nar.take_hash();
+    dump::dump_path(&local.real_path(&info.path), item.nar_sink())
+        .map_err(|e| Error::Other(format!("{}: {e}", what())))?;
+    // The item's hash H covers the NAR first: its state there is the
+    // NAR's hash (one pass over the bytes for both).
+    let (hash, size) = item.nar_sink().snapshot();
     if hash != info.nar_hash || (info.nar_size != 0 && size != info.nar_size) {
         return Err(Error::Other(format!(
             "{} was modified since it was registered (its NAR hash is now sha256:{}, registered sha256:{}); \
