@@ -1,7 +1,8 @@
 //! `offload-agent run` and `stdio` configuration: a TOML file
 //! (`--config`), then flags, which override it. Two stages: [`File`] is
 //! the file as written (unknown keys are errors, so a typo is not silently
-//! ignored); the binary merges it with its flags into [`Settings`].
+//! ignored); the binary merges it with its flags into the service's
+//! `Config`.
 //!
 //! Every key of the file:
 //!

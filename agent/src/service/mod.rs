@@ -5,7 +5,7 @@
 //! ACL (replaced when the file changes), the store, the lease table
 //! (`offload_core::proto::admission`, so no more builds run than there
 //! are slots, whichever masters ask) and the measured load and disk.
-//! Each session ([`session`]) handles its request streams; [`requests`]
+//! Each session (module `session`) handles its request streams; `requests`
 //! does the work of each request against the store.
 
 mod bridge;

@@ -5,7 +5,7 @@
 //! each other even where their namespaces would let them meet. No account
 //! may use these uids or gids on the host.
 //!
-//! A uid is held by a [`BuildUser`] for the whole build and given back
+//! A uid is held by a `BuildUser` for the whole build and given back
 //! when that is dropped, after the build's processes are gone (it lives
 //! in the build's sandbox description, which outlives the processes).
 
