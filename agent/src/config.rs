@@ -166,7 +166,10 @@ mod tests {
             .skip_while(|l| !l.starts_with("//! ```toml"))
             .skip(1)
             .take_while(|l| !l.starts_with("//! ```"))
-            .map(|l| format!("{}\n", l.trim_start_matches("//! ")))
+            .map(|l| {
+                let l = l.trim_start_matches("//!");
+                format!("{}\n", l.strip_prefix(' ').unwrap_or(l))
+            })
             .collect();
         let file = File::parse(&example).unwrap();
         assert_eq!(

@@ -137,6 +137,16 @@ impl Common {
             "parallel-builds must be 1 to {}",
             offload_core::dnssd::MAX_SLOTS
         );
+        {
+            use offload_store::embedded::users::{BUILD_USERS, FIRST_BUILD_UID};
+            anyhow::ensure!(
+                !(matches!(store_spec, StoreSpec::Embedded(_))
+                    && rustix::process::geteuid().is_root()
+                    && slots > BUILD_USERS),
+                "parallel-builds {slots}: as root the embedded store runs at most {BUILD_USERS} builds at once (one build user each, uids {FIRST_BUILD_UID}–{})",
+                FIRST_BUILD_UID + BUILD_USERS - 1
+            );
+        }
         let config = service::Config {
             name: self
                 .name
@@ -164,6 +174,18 @@ impl Common {
 }
 
 impl Common {
+    /// The state directory: the flag, the configuration's, or the default.
+    pub(crate) fn state_dir(&self) -> anyhow::Result<PathBuf> {
+        if let Some(d) = &self.state_dir {
+            return Ok(d.clone());
+        }
+        let from_file = match &self.config {
+            Some(path) => File::load(path)?.state_dir,
+            None => None,
+        };
+        Ok(from_file.unwrap_or_else(config::default_state_dir))
+    }
+
     fn impure_env(
         &self,
         file: &File,
@@ -233,6 +255,29 @@ pub(crate) fn prepare_process() {
             },
         );
     }
+}
+
+/// Hold the state directory for this process (`run`, or `stdio` without
+/// a running agent): two processes serving from one state directory
+/// would each count slots of their own.
+pub(crate) fn lock_state_dir(state_dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    std::fs::create_dir_all(state_dir)
+        .with_context(|| format!("creating the state directory {}", state_dir.display()))?;
+    let path = state_dir.join("agent.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| path.display().to_string())?;
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(|_| {
+        anyhow::anyhow!(
+            "{} is in use: another offload-agent serves from {} (run `offload-agent run` to serve several masters at once)",
+            path.display(),
+            state_dir.display()
+        )
+    })?;
+    Ok(file)
 }
 
 /// The Unix socket on which `run` takes byte-stream sessions handed over

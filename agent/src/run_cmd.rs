@@ -66,6 +66,8 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    // This process serves from the state directory, alone; then the store.
+    let _lock = options::lock_state_dir(&args.common.state_dir()?)?;
     let opened = runtime.block_on(args.common.open(true))?;
     let file = &opened.file;
     let service = Arc::clone(&opened.service);
@@ -84,12 +86,6 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let endpoint = runtime.block_on(async { service::quic::endpoint(&service, listen) })?;
     let port = endpoint.local_addr().context("the QUIC socket")?.port();
-    std::fs::create_dir_all(&opened.state_dir).with_context(|| {
-        format!(
-            "creating the state directory {}",
-            opened.state_dir.display()
-        )
-    })?;
     let socket = options::local_socket(&opened.state_dir);
     let local = bind_local(&socket)?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

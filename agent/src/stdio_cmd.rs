@@ -21,23 +21,26 @@ pub(crate) fn run(args: StdioArgs) -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async {
         // A running agent takes the session: one lease table, one store.
-        let state_dir = args
-            .common
-            .state_dir
-            .clone()
-            .or_else(|| {
-                args.common
-                    .config
-                    .as_ref()
-                    .and_then(|c| offload_agent::config::File::load(c).ok())
-                    .and_then(|f| f.state_dir)
-            })
-            .unwrap_or_else(offload_agent::config::default_state_dir);
+        let state_dir = args.common.state_dir()?;
         let socket = options::local_socket(&state_dir);
         if let Ok(stream) = tokio::net::UnixStream::connect(&socket).await {
             tracing::debug!(socket = %socket.display(), "handing the session to the running agent");
-            return hand_over(stream).await;
+            let relayed = hand_over(stream).await;
+            // The agent's side is over: so is the session (stdin may still
+            // be open, and a read of it cannot be cancelled).
+            use std::io::Write as _;
+            let _ = std::io::stdout().flush();
+            std::process::exit(match relayed {
+                Ok(()) => 0,
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    2
+                }
+            });
         }
+        // No running agent: this session has the slots to itself, and no
+        // other may run beside it (each would count its own).
+        let _lock = options::lock_state_dir(&state_dir)?;
         let opened = args.common.open(false).await?;
         let timer = tokio::spawn(Arc::clone(&opened.service).run_lease_timer());
         let result = service::stdio::serve(
@@ -51,21 +54,19 @@ pub(crate) fn run(args: StdioArgs) -> anyhow::Result<()> {
     })
 }
 
-/// Copy stdin to the running agent and its answers to stdout.
+/// Copy stdin to the running agent and its answers to stdout, until the
+/// agent's side ends.
 async fn hand_over(stream: tokio::net::UnixStream) -> anyhow::Result<()> {
     let (mut r, mut w) = stream.into_split();
-    let mut stdin = tokio::io::stdin();
-    let mut stdout = tokio::io::stdout();
-    let up = async {
+    let up = tokio::spawn(async move {
+        let mut stdin = tokio::io::stdin();
         let _ = tokio::io::copy(&mut stdin, &mut w).await;
         let _ = tokio::io::AsyncWriteExt::shutdown(&mut w).await;
-    };
-    let down = async {
-        let copied = tokio::io::copy(&mut r, &mut stdout).await;
-        let _ = tokio::io::AsyncWriteExt::flush(&mut stdout).await;
-        copied
-    };
-    let (_, down) = tokio::join!(up, down);
-    down.context("relaying the session")?;
+    });
+    let mut stdout = tokio::io::stdout();
+    let copied = tokio::io::copy(&mut r, &mut stdout).await;
+    let _ = tokio::io::AsyncWriteExt::flush(&mut stdout).await;
+    up.abort();
+    copied.context("relaying the session")?;
     Ok(())
 }

@@ -31,8 +31,9 @@ pub type Outcome = Result<LiveStatus, (LinkFailure, String)>;
 pub trait Board: Send + Sync + 'static {
     /// The targets now, and the ACL agents must be in.
     fn targets(&self) -> (Vec<LinkTarget>, Arc<Acl>);
-    /// News of one target.
-    fn report(&self, id: &TargetId, outcome: Outcome);
+    /// News of a link made to `target` (ignored if the machine's target
+    /// changed meanwhile).
+    fn report(&self, target: &LinkTarget, outcome: Outcome);
 }
 
 /// The live state in an agent's status.
@@ -98,12 +99,12 @@ pub async fn connect(
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Connect to every target once, at once (each for at most
-/// [`PROBE_TIMEOUT`]); what each said.
+/// [`PROBE_TIMEOUT`]); what each said, with the target it was said for.
 pub async fn probe_all(
     targets: Vec<LinkTarget>,
     key: Arc<SecretKey>,
     acl: Arc<Acl>,
-) -> Vec<(TargetId, Outcome)> {
+) -> Vec<(LinkTarget, Outcome)> {
     let mut tasks = tokio::task::JoinSet::new();
     for target in targets {
         let (key, acl) = (Arc::clone(&key), Arc::clone(&acl));
@@ -124,7 +125,7 @@ pub async fn probe_all(
                 }
                 Err(e) => Err(failure(&e)),
             };
-            (target.id, outcome)
+            (target, outcome)
         });
     }
     let mut out = Vec::new();
@@ -138,13 +139,17 @@ pub async fn probe_all(
 
 /// Keep a link to every target of `board` until the future is dropped:
 /// one task per target, restarted when the target changes (new
-/// addresses, port or key) and stopped when it goes away.
+/// addresses, port or key) or the ACL does, and stopped when it goes away.
 pub async fn maintain(board: Arc<dyn Board>, key: Arc<SecretKey>) {
     let mut tasks: HashMap<TargetId, (LinkTarget, tokio::task::JoinHandle<()>)> = HashMap::new();
+    let mut acl_seen: Option<Arc<Acl>> = None;
     loop {
         let (targets, acl) = board.targets();
+        // A new ACL: every link proves its agent again against it.
+        let acl_changed = acl_seen.as_ref().is_none_or(|a| !Arc::ptr_eq(a, &acl));
+        acl_seen = Some(Arc::clone(&acl));
         tasks.retain(|_, (old, task)| {
-            let keep = targets.contains(old) && !task.is_finished();
+            let keep = !acl_changed && targets.contains(old) && !task.is_finished();
             if !keep {
                 task.abort();
             }
@@ -173,14 +178,14 @@ async fn keep_up(board: Arc<dyn Board>, target: LinkTarget, key: Arc<SecretKey>,
             Ok(link) => {
                 backoff = Duration::from_millis(500);
                 tracing::info!(target = ?target.id, "linked");
-                board.report(&target.id, Ok(live(&link.welcome().status)));
+                board.report(&target, Ok(live(&link.welcome().status)));
                 loop {
                     tokio::time::sleep(POLL).await;
                     match tokio::time::timeout(POLL_TIMEOUT, link.status()).await {
-                        Ok(Ok(status)) => board.report(&target.id, Ok(live(&status))),
+                        Ok(Ok(status)) => board.report(&target, Ok(live(&status))),
                         Ok(Err(e)) => {
                             tracing::info!(target = ?target.id, "link lost: {e}");
-                            board.report(&target.id, Err(failure(&e)));
+                            board.report(&target, Err(failure(&e)));
                             break;
                         }
                         Err(_) => {
@@ -189,7 +194,7 @@ async fn keep_up(board: Arc<dyn Board>, target: LinkTarget, key: Arc<SecretKey>,
                                 POLL_TIMEOUT.as_millis()
                             ));
                             tracing::info!(target = ?target.id, "{e}");
-                            board.report(&target.id, Err(failure(&e)));
+                            board.report(&target, Err(failure(&e)));
                             break;
                         }
                     }
@@ -197,7 +202,7 @@ async fn keep_up(board: Arc<dyn Board>, target: LinkTarget, key: Arc<SecretKey>,
             }
             Err(e) => {
                 tracing::debug!(target = ?target.id, "cannot link: {e}");
-                board.report(&target.id, Err(failure(&e)));
+                board.report(&target, Err(failure(&e)));
             }
         }
         tokio::time::sleep(backoff).await;

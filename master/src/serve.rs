@@ -83,10 +83,10 @@ impl crate::links::Board for Board {
         (s.pool.link_targets(), Arc::clone(&s.acl))
     }
 
-    fn report(&self, id: &crate::pool::TargetId, outcome: crate::links::Outcome) {
+    fn report(&self, target: &crate::pool::LinkTarget, outcome: crate::links::Outcome) {
         let mut s = lock(&self.0);
         let now = s.now_ms();
-        s.pool.set_link(id, outcome, now);
+        s.pool.report_link(target, outcome, now);
     }
 }
 

@@ -557,6 +557,30 @@ fn the_byte_stream_session_proves_both_keys_and_serves_requests() {
         "the lease went with the session"
     );
 
+    // A refused request (an unknown lease) leaves the session usable.
+    let (link, _served) = stdio_pair(&rt, &agent, &master, expect.clone());
+    let link = link.expect("connect again");
+    rt.block_on(async {
+        let err = link
+            .build(build_req(999, &drv), &mut |_| {})
+            .await
+            .expect_err("no such lease");
+        assert!(
+            matches!(&err, LinkError::Failed(f) if f.kind == FailureKind::UnknownLease),
+            "{err}"
+        );
+        let err = link
+            .build(
+                build_req(1, "/gnu/store/00000000000000000000000000000000-x"),
+                &mut |_| {},
+            )
+            .await
+            .expect_err("not a derivation");
+        assert!(matches!(&err, LinkError::Failed(_)), "{err}");
+        assert!(link.status().await.is_ok(), "the session goes on");
+        link.close().await;
+    });
+
     // A master whose key is not in the agent's ACL.
     let (link, served) = stdio_pair(&rt, &agent, &stranger, expect.clone());
     let err = link.err().expect("refused");
@@ -757,4 +781,57 @@ fn impure_variables_come_from_the_allow_list_and_never_show_in_a_command_line() 
         let outcome = build.await.expect("build");
         assert_eq!(outcome.status, BuildStatus::Built, "{outcome:?}");
     });
+}
+
+#[test]
+fn a_master_removed_from_the_acl_cannot_resume_its_tls_session() {
+    let rt = runtime();
+    let (master, agent_key) = (key(1), key(2));
+    let agent = TestAgent::start(&rt, Arc::clone(&agent_key), acl_of(&[&master]), config(1));
+    rt.block_on(async {
+        // One client configuration for both connections: a client that
+        // keeps its session tickets, as an attacker's would.
+        let check = Arc::new(offload_net::identity::PeerCheck::new(|_| Ok(())));
+        let config = offload_net::quic::client_config(Arc::clone(&master), check).unwrap();
+        let endpoint = offload_net::quic::client(agent.addr).unwrap();
+        let hello = |conn: quinn::Connection| async move {
+            let (mut send, mut recv) = conn.open_bi().await.ok()?;
+            let msg = offload_core::proto::ToAgent::Hello(offload_core::proto::Hello {
+                versions: vec![1],
+                software: "resumer".into(),
+            });
+            offload_net::framed::write_frame(&mut send, &msg)
+                .await
+                .ok()?;
+            send.finish().ok()?;
+            let answer: Option<offload_core::proto::ToMaster> =
+                offload_net::framed::read_frame(&mut recv).await.ok()?;
+            answer
+        };
+        let first = endpoint
+            .connect_with(config.clone(), agent.addr, "agent")
+            .unwrap()
+            .await
+            .expect("first connection");
+        assert!(matches!(
+            hello(first.clone()).await,
+            Some(offload_core::proto::ToMaster::Welcome(_))
+        ));
+        first.close(0u32.into(), b"");
+        // The operator removes the master's key.
+        agent.service.set_acl(acl_of(&[]));
+        let second = endpoint
+            .connect_with(config, agent.addr, "agent")
+            .unwrap()
+            .await;
+        let served = match second {
+            Ok(conn) => hello(conn).await,
+            Err(_) => None,
+        };
+        assert!(
+            served.is_none(),
+            "served after its key was removed: {served:?}"
+        );
+    });
+    assert_eq!(agent.service.sessions_opened(), 1);
 }

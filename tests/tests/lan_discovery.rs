@@ -337,7 +337,10 @@ fn serve_tracks_goodbyes_crashes_and_machines_scm() {
     while !socket.exists() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
-    let (all, _) = serve_wait(&f, &socket, Duration::from_secs(20), |m| m.len() == 5);
+    // agent2 joins its static entry once its key is proven over a link.
+    let (all, _) = serve_wait(&f, &socket, Duration::from_secs(20), |m| {
+        m.len() == 5 && by_name(m, "agent2").is_some_and(|a| a["source"] == "both")
+    });
     assert_eq!(all.len(), 5, "{all:#?}");
     assert_eq!(by_name(&all, "agent2").unwrap()["source"], "both");
 

@@ -24,6 +24,8 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 pub const CLOSE_STOPPING: u32 = 1;
 /// Application close code: the master broke the protocol.
 pub const CLOSE_PROTOCOL: u32 = 2;
+/// Application close code: the master's key is not (or no longer) in the ACL.
+pub const CLOSE_REFUSED: u32 = 3;
 
 /// The agent's endpoint on `addr`, accepting masters the service's ACL
 /// holds (read at each handshake, so a changed ACL applies at once).
@@ -72,6 +74,13 @@ async fn connection(service: Arc<Service>, incoming: Incoming) {
         conn.close(CLOSE_PROTOCOL.into(), b"no key");
         return;
     };
+    // Checked again here, whatever the handshake did (the ACL may have
+    // changed while it ran).
+    if let Err(why) = service.authorize(&q) {
+        tracing::info!(%remote, "connection refused: {why}");
+        conn.close(CLOSE_REFUSED.into(), b"key not authorized");
+        return;
+    }
     let session = Session::new(service, offload_core::proto::auth::fingerprint(&q));
     tracing::debug!(session = session.id, %remote, "connected");
     if let Err(e) = first_stream(&session, &conn).await {
@@ -145,7 +154,20 @@ async fn request_stream(
     let result: Result<(), StreamError> = async {
         match next_event(&mut machine, &mut recv).await? {
             Some(AgentEvent::Request(request)) => {
-                serve_request(&session, request, &mut machine, &mut recv, &mut send, false).await
+                let closed = conn.clone();
+                let gone = async move {
+                    closed.closed().await;
+                };
+                serve_request(
+                    &session,
+                    request,
+                    &mut machine,
+                    &mut recv,
+                    &mut send,
+                    false,
+                    gone,
+                )
+                .await
             }
             Some(_) => {
                 fail(

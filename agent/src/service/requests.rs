@@ -1,5 +1,6 @@
 //! The work of each request, against the store.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -219,7 +220,12 @@ impl Drop for BuildSlot {
     }
 }
 
-/// Build a derivation under a lease, streaming its log.
+/// Build a derivation under a lease, streaming its log. The build is
+/// cancelled (its processes killed) when the master sends `Cancel`, when
+/// its stream fails or, on a byte stream, ends, and when `gone` completes
+/// (its connection closed). Whatever happens, the request is over when
+/// this returns `Ok` (the stream takes the next request), except after the
+/// end of a byte stream, which leaves `machine` waiting.
 pub(super) async fn build(
     session: &Session,
     req: &BuildRequest,
@@ -227,36 +233,16 @@ pub(super) async fn build(
     r: &mut (impl AsyncRead + Unpin),
     w: &mut (impl AsyncWrite + Unpin),
     byte_stream: bool,
+    gone: impl Future<Output = ()>,
 ) -> Result<(), StreamError> {
     let service = &session.service;
-    let drv = match parse_paths(service, std::slice::from_ref(&req.drv)) {
-        Ok(mut p) => p.remove(0),
-        Err(f) => return fail(w, f.kind, f.message).await,
-    };
-    if !drv.name().ends_with(".drv") {
-        return fail(
-            w,
-            FailureKind::Refused,
-            format!("{drv} is not a derivation"),
-        )
-        .await;
-    }
-    let begun = service.admission().begin_build(session.id, req.lease);
-    if let Err(e) = begun {
-        let kind = match e {
-            BuildRefusal::Unknown(_) => FailureKind::UnknownLease,
-            BuildRefusal::InUse(_) => FailureKind::Busy,
-        };
-        return fail(w, kind, e.to_string()).await;
-    }
-    let _slot = BuildSlot {
-        service: Arc::clone(service),
-        lease: req.lease,
-    };
-    service.changed();
-    let mut store = match open_store(service).await {
-        Ok(s) => s,
-        Err(f) => return fail(w, f.kind, f.message).await,
+    let (slot, mut store, drv) = match start_build(session, req).await {
+        Ok(started) => started,
+        Err(f) => {
+            // Refused before anything ran: the request is over.
+            machine.end_request();
+            return fail(w, f.kind, f.message).await;
+        }
     };
     framed::write_frame(w, &ToMaster::Reply(Reply::BuildStarted)).await?;
     tracing::info!(session = session.id, lease = req.lease, %drv, "build started");
@@ -288,42 +274,49 @@ pub(super) async fn build(
         }
     };
     let drvs = [drv.clone()];
-    let outcome = {
+    let ended = {
+        // Three things at once, none holding up the others: the build,
+        // its log going out (a slow master makes lines wait, or drop past
+        // the backlog, never the builder), and the master's side: a
+        // cancel, the stream's end or failure, or the connection's.
         let building = store.build(&drvs, &opts, &mut events);
-        tokio::pin!(building);
-        let mut reading = true;
+        let pump = async {
+            while let Some(line) = log_rx.recv().await {
+                send_log(w, line, &mut log_rx, &backlog).await?;
+            }
+            Ok::<(), StreamError>(())
+        };
+        // Created once (a frame half read is never dropped).
+        let listen = next_event(machine, r);
+        tokio::pin!(building, pump, listen, gone);
+        let mut listening = true;
+        let mut pumping = true;
         loop {
             tokio::select! {
-                biased;
-                Some(line) = log_rx.recv() => {
-                    send_log(w, line, &mut log_rx, &backlog).await?;
-                }
-                result = &mut building => {
-                    machine.end_request();
-                    break Some(result);
-                }
-                event = next_event(machine, r), if reading => match event {
-                    Ok(Some(AgentEvent::Cancel)) => {
-                        tracing::info!(session = session.id, %drv, "build cancelled by the master");
-                        break None;
-                    }
-                    Ok(None) if !byte_stream => reading = false,
-                    Ok(_) | Err(_) => {
-                        tracing::info!(session = session.id, %drv, "master gone: build cancelled");
-                        break None;
-                    }
+                result = &mut building => break BuildEnd::Done(result),
+                sent = &mut pump, if pumping => match sent {
+                    Ok(()) => pumping = false,
+                    Err(e) => break BuildEnd::Gone(Some(e)),
+                },
+                () = &mut gone => break BuildEnd::Gone(None),
+                event = &mut listen, if listening => match event {
+                    Ok(Some(AgentEvent::Cancel)) => break BuildEnd::Cancelled,
+                    // QUIC: the master has nothing more to send.
+                    Ok(None) if !byte_stream => listening = false,
+                    Ok(None) => break BuildEnd::StreamClosed,
+                    Err(StreamError::Protocol(p)) => break BuildEnd::Protocol(p),
+                    Ok(Some(_)) => break BuildEnd::Protocol(ProtocolError("expected Cancel".into())),
+                    Err(e) => break BuildEnd::Gone(Some(e)),
                 },
             }
         }
-        // Dropping `building` here kills a cancelled build's processes.
+        // Leaving this block drops the build: a build not done is killed.
     };
-    let outcome = match outcome {
-        None => BuildOutcome {
-            status: proto::BuildStatus::Cancelled,
-            message: format!("the build of {drv} was cancelled"),
-            outputs: Vec::new(),
-        },
-        Some(Ok(mut results)) => {
+    drop(events);
+    drop(slot);
+    let outcome = match ended {
+        BuildEnd::Done(result) => {
+            // The rest of the log, then the result.
             while let Ok(line) = log_rx.try_recv() {
                 send_log(w, line, &mut log_rx, &backlog).await?;
             }
@@ -333,17 +326,88 @@ pub(super) async fn build(
                     format!("offload-agent: {n} log lines dropped (the master read too slowly)\n");
                 framed::write_frame(w, &ToMaster::Log(note.into_bytes())).await?;
             }
-            outcome_of(results.pop())
+            machine.end_request();
+            match result {
+                Ok(mut results) => outcome_of(results.pop()),
+                Err(e) => BuildOutcome {
+                    status: proto::BuildStatus::MiscFailure,
+                    message: format!("cannot build {drv}: {e}"),
+                    outputs: Vec::new(),
+                },
+            }
         }
-        Some(Err(e)) => BuildOutcome {
-            status: proto::BuildStatus::MiscFailure,
-            message: format!("cannot build {drv}: {e}"),
-            outputs: Vec::new(),
-        },
+        BuildEnd::Cancelled => {
+            tracing::info!(session = session.id, %drv, "build cancelled by the master");
+            BuildOutcome {
+                status: proto::BuildStatus::Cancelled,
+                message: format!("the build of {drv} was cancelled"),
+                outputs: Vec::new(),
+            }
+        }
+        BuildEnd::StreamClosed => {
+            tracing::info!(session = session.id, %drv, "master gone: build cancelled");
+            return Ok(());
+        }
+        BuildEnd::Gone(e) => {
+            tracing::info!(session = session.id, %drv, "master gone: build cancelled");
+            return match e {
+                Some(e) => Err(e),
+                None => Ok(()),
+            };
+        }
+        BuildEnd::Protocol(p) => {
+            tracing::info!(session = session.id, %drv, "build cancelled: {p}");
+            return Err(p.into());
+        }
     };
     tracing::info!(session = session.id, %drv, status = ?outcome.status, "build over");
     framed::write_frame(w, &ToMaster::Reply(Reply::BuildFinished(outcome))).await?;
     Ok(())
+}
+
+/// How a build's request ended.
+enum BuildEnd<E> {
+    /// The build finished (or could not be planned).
+    Done(E),
+    /// The master cancelled it.
+    Cancelled,
+    /// The byte stream ended: the master is gone.
+    StreamClosed,
+    /// The stream or the connection failed.
+    Gone(Option<StreamError>),
+    /// The master broke the protocol.
+    Protocol(ProtocolError),
+}
+
+/// Check a build request and take its slot: the slot (held until the
+/// build is over), a store handle and the derivation.
+async fn start_build(
+    session: &Session,
+    req: &BuildRequest,
+) -> Result<(BuildSlot, Store, StorePath), Failure> {
+    let service = &session.service;
+    let drv = parse_paths(service, std::slice::from_ref(&req.drv))?.remove(0);
+    if !drv.name().ends_with(".drv") {
+        return Err(failure(
+            FailureKind::Refused,
+            format!("{drv} is not a derivation"),
+        ));
+    }
+    let begun = service.admission().begin_build(session.id, req.lease);
+    if let Err(e) = begun {
+        let kind = match e {
+            BuildRefusal::Unknown(_) => FailureKind::UnknownLease,
+            BuildRefusal::InUse(_) => FailureKind::Busy,
+        };
+        return Err(failure(kind, e.to_string()));
+    }
+    let slot = BuildSlot {
+        service: Arc::clone(service),
+        lease: req.lease,
+    };
+    service.changed();
+    let store = open_store(service).await?;
+    Ok((slot, store, drv))
 }
 
 /// Send `first` and whatever else is queued, in chunks of at most

@@ -117,7 +117,8 @@ pub(crate) async fn refuse(w: &mut (impl AsyncWrite + Unpin), error: &StreamErro
 /// Serve one request whose first frame `request` was read through
 /// `machine`; the rest of it (import data, a cancel) comes from `r`.
 /// `eof_cancels`: the end of `r` means the master is gone (a byte
-/// stream), not just that it has nothing more to send (QUIC).
+/// stream), not just that it has nothing more to send (QUIC); `gone`
+/// completes when the master's connection is lost.
 pub(crate) async fn serve_request(
     session: &Session,
     request: Request,
@@ -125,6 +126,7 @@ pub(crate) async fn serve_request(
     r: &mut (impl AsyncRead + Unpin),
     w: &mut (impl AsyncWrite + Unpin),
     eof_cancels: bool,
+    gone: impl std::future::Future<Output = ()>,
 ) -> Result<(), StreamError> {
     let reply = match request {
         Request::Status => Ok(proto::Reply::Status(session.service.status())),
@@ -133,7 +135,9 @@ pub(crate) async fn serve_request(
         Request::Release { lease } => Ok(requests::release(session, lease)),
         Request::QueryMissing { paths } => requests::query_missing(session, &paths).await,
         Request::Import => return requests::import(session, machine, r, w, eof_cancels).await,
-        Request::Build(b) => return requests::build(session, &b, machine, r, w, eof_cancels).await,
+        Request::Build(b) => {
+            return requests::build(session, &b, machine, r, w, eof_cancels, gone).await;
+        }
         Request::Export { paths } => return requests::export(session, &paths, w).await,
     };
     match reply {

@@ -110,10 +110,22 @@ pub async fn serve(
                 return Err(e.into());
             }
         };
-        let AgentEvent::Request(request) = event else {
-            return Err(StdioError::Stream("expected a request".into()));
+        let request = match event {
+            AgentEvent::Request(request) => request,
+            // A cancel that crossed the end of its build.
+            AgentEvent::Cancel => continue,
+            _ => return Err(StdioError::Stream("expected a request".into())),
         };
-        let served = serve_request(&session, request, &mut machine, &mut r, &mut w, true).await;
+        let served = serve_request(
+            &session,
+            request,
+            &mut machine,
+            &mut r,
+            &mut w,
+            true,
+            std::future::pending(),
+        )
+        .await;
         if let Err(e) = served {
             refuse(&mut w, &e).await;
             let _ = w.flush().await;

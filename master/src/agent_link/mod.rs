@@ -36,6 +36,9 @@ pub use requests::Lease;
 
 /// How long connecting (handshake and hello) may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long starting a session on a byte stream may take (the SSH login
+/// and the agent's start come first).
+pub const STREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why a link failed or a request was not answered.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -208,8 +211,26 @@ impl AgentLink {
     }
 
     /// Start a session on a byte stream (stdin and stdout of `ssh host
-    /// offload-agent stdio`): prove `key`, check the agent's.
+    /// offload-agent stdio`): prove `key`, check the agent's; within
+    /// [`STREAM_CONNECT_TIMEOUT`] (an SSH login and the agent's start
+    /// included).
     pub async fn connect_stream(
+        r: impl AsyncRead + Send + Unpin + 'static,
+        w: impl AsyncWrite + Send + Unpin + 'static,
+        key: &SecretKey,
+        expect: &Expect,
+    ) -> Result<Self, LinkError> {
+        tokio::time::timeout(STREAM_CONNECT_TIMEOUT, Self::stream(r, w, key, expect))
+            .await
+            .unwrap_or_else(|_| {
+                Err(LinkError::Unreachable(format!(
+                    "the agent did not answer within {} s",
+                    STREAM_CONNECT_TIMEOUT.as_secs()
+                )))
+            })
+    }
+
+    async fn stream(
         r: impl AsyncRead + Send + Unpin + 'static,
         w: impl AsyncWrite + Send + Unpin + 'static,
         key: &SecretKey,
@@ -338,7 +359,12 @@ fn classify(addr: SocketAddr, e: &quinn::ConnectionError) -> LinkError {
             let code = u64::from(close.error_code);
             // TLS alerts travel as 0x100 + alert; 49 is access_denied, what
             // the agent sends for a key not in its ACL.
-            if code == 0x100 + 49 {
+            if code == 0x100 + 120 {
+                // no_application_protocol: ALPN carries the version.
+                LinkError::Protocol(format!(
+                    "{addr}: the agent speaks another protocol version (TLS alert 120); upgrade the older side"
+                ))
+            } else if code == 0x100 + 49 {
                 LinkError::Refused("our key is not in the agent's ACL; run `offload-master key show | ssh AGENT offload-master key authorize`".into())
             } else if (0x100..0x200).contains(&code) {
                 LinkError::Refused(format!(
@@ -348,6 +374,10 @@ fn classify(addr: SocketAddr, e: &quinn::ConnectionError) -> LinkError {
             } else {
                 LinkError::Lost(format!("{addr}: {close}"))
             }
+        }
+        // The agent's own refusal, after the handshake (its ACL changed).
+        C::ApplicationClosed(close) if close.error_code == 3u32.into() => {
+            LinkError::Refused("our key is not in the agent's ACL (any more)".into())
         }
         C::ApplicationClosed(close) => {
             LinkError::Lost(format!("{addr}: closed by the agent: {close}"))

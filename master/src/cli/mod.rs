@@ -397,8 +397,8 @@ fn status(
                 std::sync::Arc::new(key),
                 std::sync::Arc::new(acl.clone()),
             ));
-            for (id, outcome) in outcomes {
-                pool.set_link(&id, outcome, 0);
+            for (target, outcome) in outcomes {
+                pool.report_link(&target, outcome, 0);
             }
         }
         Err(e) => eprintln!(

@@ -136,6 +136,25 @@ impl Pool {
         self.machines.iter().filter_map(target_of).collect()
     }
 
+    /// The outcome of a link made to `target`, if the machine still has
+    /// that target (the same addresses, port and expected key): news of a
+    /// link to what a machine advertised before is dropped.
+    pub fn report_link(
+        &mut self,
+        target: &LinkTarget,
+        outcome: Result<LiveStatus, (LinkFailure, String)>,
+        now_ms: u64,
+    ) {
+        let current = self
+            .machines
+            .iter()
+            .find(|m| is(m, &target.id))
+            .and_then(target_of);
+        if current.as_ref() == Some(target) {
+            self.set_link(&target.id, outcome, now_ms);
+        }
+    }
+
     /// The outcome of a link to `id`: with a status, the link is up and
     /// the machine's live state comes from it (and a discovered agent
     /// whose proven key is in the ACL joins the static entry it matches);

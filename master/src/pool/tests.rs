@@ -148,6 +148,27 @@ fn an_agent_that_cannot_prove_its_key_never_joins_a_static_machine() {
 }
 
 #[test]
+fn news_of_a_link_to_what_a_machine_advertised_before_is_dropped() {
+    let mut pool = Pool::default();
+    pool.discovered(advert("a", "box.local", Some("K1")), true, 0);
+    let old = pool.link_targets().remove(0);
+    // It now advertises another key: what a link proved of the old one
+    // says nothing about the new one.
+    pool.discovered(advert("a", "box.local", Some("K2")), true, 10);
+    let status = LiveStatus {
+        free: 1,
+        load: 0.0,
+        disk: 1 << 30,
+        draining: false,
+    };
+    pool.report_link(&old, Ok(status), 20);
+    assert_eq!(pool.machines()[0].live.link, Link::Unknown);
+    let new = pool.link_targets().remove(0);
+    pool.report_link(&new, Ok(status), 30);
+    assert_eq!(pool.machines()[0].live.link, Link::Ok);
+}
+
+#[test]
 fn names_match_like_hosts_do() {
     let ip = [IpAddr::V4(Ipv4Addr::new(10, 0, 0, 7))];
     assert!(hosts_match("builder1", "builder1.local.", &ip));

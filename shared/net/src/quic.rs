@@ -1,6 +1,7 @@
 //! QUIC endpoints (quinn over rustls with ring) whose TLS identities are
 //! Guix keys (module [`crate::identity`]). ALPN carries the protocol
-//! version ([`offload_core::proto::ALPN`]).
+//! version ([`offload_core::proto::ALPN`]). TLS 1.3 only, no session
+//! resumption and no early data: every connection proves both keys.
 //!
 //! Transport parameters:
 //! * keep-alive every [`KEEP_ALIVE`] and an idle timeout of
@@ -103,6 +104,10 @@ pub fn server_config(
         .with_cert_resolver(Arc::new(AlwaysResolvesServerRawPublicKeys::new(certified)));
     tls_config.alpn_protocols = vec![ALPN.to_vec()];
     tls_config.max_early_data_size = 0;
+    // No resumption: a resumed handshake skips the certificate check, so
+    // a key removed from the ACL could come back on an old ticket.
+    tls_config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    tls_config.send_tls13_tickets = 0;
     let quic = QuicServerConfig::try_from(tls_config).map_err(tls)?;
     let mut config = ServerConfig::with_crypto(Arc::new(quic));
     config.transport_config(transport());
@@ -123,6 +128,8 @@ pub fn client_config(
         .with_custom_certificate_verifier(check)
         .with_client_cert_resolver(Arc::new(AlwaysResolvesClientRawPublicKeys::new(certified)));
     tls_config.alpn_protocols = vec![ALPN.to_vec()];
+    // Every handshake proves both keys again (the agent refuses resumption).
+    tls_config.resumption = rustls::client::Resumption::disabled();
     let quic = QuicClientConfig::try_from(tls_config).map_err(tls)?;
     let mut config = ClientConfig::new(Arc::new(quic));
     config.transport_config(transport());

@@ -52,6 +52,7 @@ pub enum ToMaster {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hello {
     /// Protocol versions the master speaks, best first.
+    #[serde(deserialize_with = "bounded::versions")]
     pub versions: Vec<u32>,
     /// The master's software, for logs (`offload-master 0.1.0`).
     pub software: String,
@@ -74,8 +75,10 @@ pub struct Status {
     /// Its name (the advertised instance).
     pub name: String,
     /// Systems it builds for.
+    #[serde(deserialize_with = "bounded::names")]
     pub systems: Vec<String>,
     /// Features it supports.
+    #[serde(deserialize_with = "bounded::names")]
     pub features: Vec<String>,
     /// Its logical store directory.
     pub store_dir: String,
@@ -115,6 +118,7 @@ pub enum Request {
     /// Which of these store items are not valid in the agent's store.
     QueryMissing {
         /// The items.
+        #[serde(deserialize_with = "bounded::paths")]
         paths: Vec<String>,
     },
     /// Import the export stream that follows in `Data` frames.
@@ -125,6 +129,7 @@ pub enum Request {
     /// export stream signed with the agent's key.
     Export {
         /// The items.
+        #[serde(deserialize_with = "bounded::paths")]
         paths: Vec<String>,
     },
 }
@@ -164,11 +169,13 @@ pub enum Reply {
     /// The items of the query that are not valid.
     Missing {
         /// The items.
+        #[serde(deserialize_with = "bounded::paths")]
         paths: Vec<String>,
     },
     /// The import is complete: every item is valid now.
     Imported {
         /// The items of the stream, in order.
+        #[serde(deserialize_with = "bounded::paths")]
         paths: Vec<String>,
     },
     /// The build runs; `Log` frames follow.
@@ -187,6 +194,7 @@ pub struct BuildOutcome {
     /// Why it failed, as the daemons say it.
     pub message: String,
     /// Its outputs by name (valid when it succeeded).
+    #[serde(deserialize_with = "bounded::outputs")]
     pub outputs: Vec<(String, String)>,
 }
 
@@ -248,6 +256,64 @@ pub enum FailureKind {
     Store,
     /// Anything else.
     Internal,
+}
+
+/// Sequences decoded with their limit: the decoder stops at the first
+/// element past it, so a frame of a million empty strings never becomes a
+/// million allocations before [`ToAgent::validate`] could refuse it.
+mod bounded {
+    use std::fmt;
+    use std::marker::PhantomData;
+
+    use serde::de::{Deserialize, Deserializer, Error, SeqAccess, Visitor};
+
+    use super::{MAX_NAMES, MAX_PATHS};
+
+    struct Bounded<T>(usize, PhantomData<T>);
+
+    impl<'de, T: Deserialize<'de>> Visitor<'de> for Bounded<T> {
+        type Value = Vec<T>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "a sequence of at most {} elements", self.0)
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+            let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(self.0).min(64));
+            while let Some(x) = seq.next_element()? {
+                if out.len() == self.0 {
+                    return Err(A::Error::custom(format!("more than {} elements", self.0)));
+                }
+                out.push(x);
+            }
+            Ok(out)
+        }
+    }
+
+    fn at_most<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+        d: D,
+        max: usize,
+    ) -> Result<Vec<T>, D::Error> {
+        d.deserialize_seq(Bounded(max, PhantomData))
+    }
+
+    pub(super) fn paths<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+        at_most(d, MAX_PATHS)
+    }
+
+    pub(super) fn names<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+        at_most(d, MAX_NAMES)
+    }
+
+    pub(super) fn outputs<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Vec<(String, String)>, D::Error> {
+        at_most(d, MAX_NAMES)
+    }
+
+    pub(super) fn versions<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u32>, D::Error> {
+        at_most(d, 16)
+    }
 }
 
 /// A message broke a limit (named in the text).

@@ -158,6 +158,8 @@ impl AgentStream {
             (S::Importing, ToAgent::Data(d)) => (S::Importing, AgentEvent::Data(d)),
             (S::Importing, ToAgent::End) => (S::Done, AgentEvent::End),
             (S::Building, ToAgent::Cancel) => (S::Done, AgentEvent::Cancel),
+            // A cancel that crossed its build's end on a byte stream.
+            (S::Request, ToAgent::Cancel) => (S::Request, AgentEvent::Cancel),
             (state, _) => {
                 self.state = S::Done;
                 let want = match state {

@@ -137,6 +137,13 @@ fn hostile_lengths_fail_before_allocating() {
     );
     // An unknown variant.
     assert!(codec::decode::<ToAgent>(&[99]).is_err());
+    // A million empty paths in one frame: refused at the first past the
+    // limit, not allocated then validated.
+    let mut body = vec![1u8, 4, 252];
+    body.extend_from_slice(&1_000_000u32.to_le_bytes());
+    body.extend(std::iter::repeat_n(0u8, 1_000_000));
+    let err = codec::decode::<ToAgent>(&body).unwrap_err();
+    assert!(err.to_string().contains("more than 8192"), "{err}");
 }
 
 #[test]

@@ -20,6 +20,7 @@
 
 pub mod build;
 mod canonical;
+mod claims;
 mod drv_paths;
 mod fresh;
 mod outputs;
@@ -27,12 +28,11 @@ mod runner;
 mod sandbox;
 pub mod users;
 
-use std::collections::BTreeSet;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
-use offload_core::store_path::{StoreDir, StorePath};
+use offload_core::store_path::StoreDir;
 use tokio::sync::watch;
 
 use crate::db::{self, Db};
@@ -43,9 +43,8 @@ pub struct EmbeddedStore {
     root: PathBuf,
     local: LocalStore,
     _lock: std::fs::File,
-    /// Outputs being built now, by any build of this process: two builds
-    /// of the same output never run at once, whoever asked for them.
-    busy: Mutex<BTreeSet<StorePath>>,
+    /// Outputs being built now, by any build of this process.
+    claims: Arc<claims::Claims>,
     /// Bumped whenever outputs stop being busy or a build user is free.
     released: Arc<watch::Sender<u64>>,
     /// The build users (when we are root).
@@ -68,7 +67,7 @@ impl EmbeddedStore {
             root: root.to_owned(),
             local: LocalStore::new(store_dir, root.join("store"), db),
             _lock: lock,
-            busy: Mutex::new(BTreeSet::new()),
+            claims: claims::Claims::new(Arc::clone(&released)),
             users: users::BuildUsers::new(Arc::clone(&released)),
             released,
         })
@@ -79,27 +78,12 @@ impl EmbeddedStore {
         &self.users
     }
 
-    /// Mark `outputs` busy, all or none; false if one of them is busy.
-    pub(crate) fn claim<'a>(&self, outputs: impl Iterator<Item = &'a StorePath> + Clone) -> bool {
-        let mut busy = self.busy.lock().unwrap_or_else(PoisonError::into_inner);
-        if outputs.clone().any(|o| busy.contains(o)) {
-            return false;
-        }
-        busy.extend(outputs.cloned());
-        true
+    /// The outputs claimed by builds of this process.
+    pub(crate) fn claims(&self) -> &Arc<claims::Claims> {
+        &self.claims
     }
 
-    /// `outputs` are no longer busy.
-    pub(crate) fn release<'a>(&self, outputs: impl Iterator<Item = &'a StorePath>) {
-        let mut busy = self.busy.lock().unwrap_or_else(PoisonError::into_inner);
-        for o in outputs {
-            busy.remove(o);
-        }
-        drop(busy);
-        self.released.send_modify(|n| *n = n.wrapping_add(1));
-    }
-
-    /// Hears of every [`EmbeddedStore::release`].
+    /// Hears of every claim given back and every build user freed.
     pub(crate) fn releases(&self) -> watch::Receiver<u64> {
         self.released.subscribe()
     }

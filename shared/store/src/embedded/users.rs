@@ -10,6 +10,7 @@
 //! in the build's sandbox description, which outlives the processes).
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::watch;
@@ -36,6 +37,15 @@ impl BuildUsers {
         })
     }
 
+    /// Whether a user is free now.
+    pub(crate) fn any_free(&self) -> bool {
+        !self
+            .free
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_empty()
+    }
+
     /// A free user, if any.
     pub(crate) fn take(self: &Arc<Self>) -> Option<BuildUser> {
         let mut free = self.free.lock().unwrap_or_else(PoisonError::into_inner);
@@ -43,6 +53,7 @@ impl BuildUsers {
         Some(BuildUser {
             uid,
             pool: Arc::clone(self),
+            retire: None,
         })
     }
 }
@@ -52,6 +63,9 @@ impl BuildUsers {
 pub(crate) struct BuildUser {
     uid: u32,
     pool: Arc<BuildUsers>,
+    /// Set when the build's processes would not end: the uid is retired
+    /// (never handed out again by this process) instead of given back.
+    retire: Option<Arc<AtomicBool>>,
 }
 
 impl BuildUser {
@@ -59,10 +73,27 @@ impl BuildUser {
     pub(crate) fn uid(&self) -> u32 {
         self.uid
     }
+
+    /// Retire the uid instead of giving it back if `flag` is set when this
+    /// is dropped (the build's namespace would not end).
+    pub(crate) fn retire_if(&mut self, flag: Arc<AtomicBool>) {
+        self.retire = Some(flag);
+    }
 }
 
 impl Drop for BuildUser {
     fn drop(&mut self) {
+        if self
+            .retire
+            .as_ref()
+            .is_some_and(|f| f.load(Ordering::SeqCst))
+        {
+            tracing::warn!(
+                uid = self.uid,
+                "build user retired: its build's processes did not end"
+            );
+            return;
+        }
         self.pool
             .free
             .lock()
@@ -88,5 +119,14 @@ mod tests {
         drop(held);
         assert!(rx.has_changed().unwrap());
         assert_eq!(pool.take().unwrap().uid(), FIRST_BUILD_UID);
+        // A user whose build lingers is never handed out again.
+        let mut user = pool.take().unwrap();
+        let lingering = Arc::new(AtomicBool::new(false));
+        user.retire_if(Arc::clone(&lingering));
+        let uid = user.uid();
+        lingering.store(true, Ordering::SeqCst);
+        drop(user);
+        let again: Vec<BuildUser> = std::iter::from_fn(|| pool.take()).collect();
+        assert!(again.iter().all(|u| u.uid() != uid) && again.len() as u32 == BUILD_USERS - 1);
     }
 }

@@ -17,6 +17,7 @@ use offload_files::atomic;
 use tokio::sync::mpsc;
 
 use super::{BuildStatus, Exit};
+use crate::embedded::claims::Claim;
 use crate::embedded::outputs;
 use crate::embedded::runner::{self, Ended};
 use crate::embedded::sandbox::{Isolation, NAMESPACE_EXIT_LIMIT, Scratch, Spec};
@@ -28,6 +29,8 @@ pub(super) struct Finished {
     pub(super) message: Option<String>,
     pub(super) infos: Vec<PathInfo>,
     pub(super) kept_build_dir: Option<PathBuf>,
+    /// The claim on the outputs, held until they are registered.
+    pub(super) claim: Option<Claim>,
 }
 
 /// A log line of a running build.
@@ -58,6 +61,7 @@ impl Job {
         let Spec {
             build_dir,
             isolation,
+            claim,
             ..
         } = spec;
         let (scratch, build_user) = match isolation {
@@ -73,12 +77,9 @@ impl Job {
             if let Some(scratch) = scratch {
                 scratch.leave();
             }
-            if let Some(user) = build_user {
-                // Its processes may still run: never give its uid to
-                // another build.
-                tracing::warn!("build user {} retired", user.uid());
-                std::mem::forget(user);
-            }
+            // (Its build user is retired when dropped: the scratch
+            // directory was left, which marks it.)
+            drop(build_user);
             tracing::warn!("leaving {} in place", build_dir.display());
             return Finished {
                 status: BuildStatus::MiscFailure,
@@ -88,11 +89,15 @@ impl Job {
                 )),
                 infos: Vec::new(),
                 kept_build_dir: None,
+                claim,
             };
         };
         // The build's processes are gone: its user may serve another.
         drop(build_user);
-        let (status, message, infos) = match ended {
+        // The claim goes with the work on the outputs (a blocking task runs
+        // to its end even if this build is cancelled) and comes back for
+        // the registration.
+        let (status, message, infos, claim) = match ended {
             Ended::Exited(status) if status.success() => {
                 let checked = tokio::task::spawn_blocking(move || {
                     let result = finish(scratch.as_ref(), &check);
@@ -100,16 +105,19 @@ impl Job {
                     if result.is_err() {
                         remove_real_outputs(&check);
                     }
-                    result
+                    (result, claim)
                 })
                 .await;
                 match checked {
-                    Ok(Ok(infos)) => (BuildStatus::Built, None, infos),
-                    Ok(Err(why)) => (BuildStatus::OutputRejected, Some(why), Vec::new()),
+                    Ok((Ok(infos), claim)) => (BuildStatus::Built, None, infos, claim),
+                    Ok((Err(why), claim)) => {
+                        (BuildStatus::OutputRejected, Some(why), Vec::new(), claim)
+                    }
                     Err(e) => (
                         BuildStatus::MiscFailure,
                         Some(format!("checking the outputs of '{drv}': {e}")),
                         Vec::new(),
+                        None,
                     ),
                 }
             }
@@ -142,12 +150,15 @@ impl Job {
                     ),
                     Ended::NotStarted(why) => (BuildStatus::MiscFailure, why),
                 };
-                let _ = tokio::task::spawn_blocking(move || {
+                let claim = tokio::task::spawn_blocking(move || {
                     drop(scratch);
                     remove_real_outputs(&check);
+                    claim
                 })
-                .await;
-                (status, Some(message), Vec::new())
+                .await
+                .ok()
+                .flatten();
+                (status, Some(message), Vec::new(), claim)
             }
         };
         let kept_build_dir = if status != BuildStatus::Built && keep_failed {
@@ -169,6 +180,7 @@ impl Job {
             message,
             infos,
             kept_build_dir,
+            claim,
         }
     }
 }

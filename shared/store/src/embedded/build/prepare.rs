@@ -17,6 +17,7 @@ use super::job::Job;
 use super::plan::{Node, load};
 use super::{BuildOptions, Error, Profile, io_at};
 use crate::embedded::EmbeddedStore;
+use crate::embedded::claims::Claim;
 use crate::embedded::drv_paths::Kind;
 use crate::embedded::outputs;
 use crate::embedded::runner;
@@ -96,6 +97,7 @@ pub(super) fn prepare(
     node: &Node,
     opts: &BuildOptions,
     mode: &Mode,
+    claim: Claim,
 ) -> Result<Job, Error> {
     let local = store.local();
     let drv = &node.drv;
@@ -143,7 +145,7 @@ pub(super) fn prepare(
         node,
         opts,
         mode,
-        build_user,
+        (build_user, claim),
         profile,
         &build_dir,
         input_graph,
@@ -160,7 +162,7 @@ fn job(
     node: &Node,
     opts: &BuildOptions,
     mode: &Mode,
-    build_user: Option<BuildUser>,
+    (build_user, claim): (Option<BuildUser>, Claim),
     profile: Profile,
     build_dir: &Path,
     input_graph: BTreeMap<StorePath, Vec<StorePath>>,
@@ -250,6 +252,11 @@ fn job(
                 });
             let scratch =
                 Scratch::create(scratch_dir.clone(), inputs, user).map_err(io_at(&scratch_dir))?;
+            // Killed but not gone (however the build ends): retire its user.
+            let mut build_user = build_user;
+            if let Some(u) = build_user.as_mut() {
+                u.retire_if(scratch.leave_flag());
+            }
             Isolation::Sandbox(Box::new(Sandbox {
                 mount_point,
                 scratch,
@@ -271,6 +278,7 @@ fn job(
             env,
             build_dir: build_dir.to_owned(),
             isolation,
+            claim: Some(claim),
         },
         limits: runner::Limits {
             max_silent_time: opts.max_silent_time,

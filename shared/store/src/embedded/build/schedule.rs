@@ -1,15 +1,15 @@
 //! Scheduling: running the planned nodes, up to `max_jobs` at once, and
 //! registering their outputs.
 //!
-//! A node's outputs are claimed in the store before it starts and given
-//! back when it is settled (or when the run is dropped, cancelled), so that
-//! two runs of this process — builds for two masters — never build the
-//! same output at once: the second waits for the first and then finds the
-//! outputs valid.
+//! A node's outputs are claimed in the store (module `claims`) before it
+//! starts; the claim travels with its build task and is given back once
+//! the outputs are registered, or with the task when the run is dropped
+//! (after its builder is gone), so that two runs of this process — builds
+//! for two masters — never build the same output at once: the second
+//! waits for the first and then finds the outputs valid.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 
-use offload_core::store_path::StorePath;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
@@ -19,6 +19,7 @@ use super::prepare::{Mode, prepare, remove_outputs};
 use super::{BuildEvent, BuildOptions, BuildStatus, Error};
 use crate::db::Registration;
 use crate::embedded::EmbeddedStore;
+use crate::embedded::sandbox::User;
 
 /// Log lines buffered between the builders and the reader of the events.
 const LOG_LINES_IN_FLIGHT: usize = 1024;
@@ -31,20 +32,9 @@ pub(super) struct Scheduler<'a> {
     mode: Mode,
     running: JoinSet<(usize, Finished)>,
     tasks: HashMap<tokio::task::Id, usize>,
-    /// Outputs this run claimed in the store and has not given back.
-    claimed: BTreeSet<StorePath>,
-    /// Whether a ready node waits for outputs another run is building.
+    /// Whether a ready node waits for outputs another run is building (or
+    /// for a build user).
     blocked: bool,
-}
-
-impl Drop for Scheduler<'_> {
-    fn drop(&mut self) {
-        // Dropped while builds run (cancelled): the tasks die with the
-        // JoinSet, each killing its builder; the claims go now.
-        if !self.claimed.is_empty() {
-            self.store.release(self.claimed.iter());
-        }
-    }
 }
 
 impl<'a> Scheduler<'a> {
@@ -62,7 +52,6 @@ impl<'a> Scheduler<'a> {
             mode,
             running: JoinSet::new(),
             tasks: HashMap::new(),
-            claimed: BTreeSet::new(),
             blocked: false,
         })
     }
@@ -113,7 +102,7 @@ impl<'a> Scheduler<'a> {
                 };
             }
         }
-        Ok(std::mem::take(&mut self.nodes))
+        Ok(self.nodes)
     }
 
     fn log(&self, i: usize, line: Vec<u8>, events: &mut (dyn FnMut(BuildEvent) + Send)) {
@@ -144,6 +133,7 @@ impl<'a> Scheduler<'a> {
                     message: Some(message),
                     infos: Vec::new(),
                     kept_build_dir: None,
+                    claim: None,
                 };
                 Ok((i, finished))
             }
@@ -185,20 +175,31 @@ impl<'a> Scheduler<'a> {
                     progressed = true;
                     continue;
                 }
-                if !self.store.claim(self.nodes[i].outputs.values()) {
+                // As root, no claim without a build user to build with
+                // (claiming and giving back would wake us up at once).
+                if matches!(
+                    self.mode,
+                    Mode::Sandbox {
+                        user: User::Build { .. },
+                        ..
+                    }
+                ) && !self.store.users().any_free()
+                {
                     self.blocked = true;
                     continue;
                 }
-                self.claimed.extend(self.nodes[i].outputs.values().cloned());
+                let Some(claim) = self.store.claims().claim(self.nodes[i].outputs.values()) else {
+                    self.blocked = true;
+                    continue;
+                };
                 let db = self.store.local().db();
                 let valid: Result<Vec<bool>, _> = self.nodes[i]
                     .outputs
                     .values()
                     .map(|o| db.is_valid(o))
                     .collect();
-                let valid = valid.inspect_err(|_| self.unclaim(i))?;
-                if valid.iter().all(|v| *v) {
-                    self.unclaim(i);
+                if valid?.iter().all(|v| *v) {
+                    drop(claim);
                     self.nodes[i].state = State::Done {
                         status: BuildStatus::AlreadyValid,
                         message: None,
@@ -207,7 +208,7 @@ impl<'a> Scheduler<'a> {
                     progressed = true;
                     continue;
                 }
-                match prepare(self.store, &self.nodes[i], self.opts, &self.mode) {
+                match prepare(self.store, &self.nodes[i], self.opts, &self.mode, claim) {
                     Ok(job) => {
                         events(BuildEvent::Started {
                             drv: self.nodes[i].drv.clone(),
@@ -218,13 +219,11 @@ impl<'a> Scheduler<'a> {
                         self.tasks.insert(handle.id(), i);
                     }
                     Err(Error::NoBuildUser) => {
-                        // Every build user is busy with other runs' builds.
-                        self.unclaim(i);
+                        // Every build user was taken since we looked.
                         self.blocked = true;
                         continue;
                     }
                     Err(e) => {
-                        self.unclaim(i);
                         self.settle(i, BuildStatus::MiscFailure, e.to_string(), events);
                     }
                 }
@@ -234,15 +233,6 @@ impl<'a> Scheduler<'a> {
                 return Ok(());
             }
         }
-    }
-
-    /// Give back the claim on node `i`'s outputs.
-    fn unclaim(&mut self, i: usize) {
-        let outputs = &self.nodes[i].outputs;
-        for o in outputs.values() {
-            self.claimed.remove(o);
-        }
-        self.store.release(outputs.values());
     }
 
     fn settle(
@@ -289,7 +279,8 @@ impl<'a> Scheduler<'a> {
                 ));
             }
         }
-        self.unclaim(i);
+        // Registered (or given up): the outputs may be claimed again.
+        drop(f.claim.take());
         let node = &mut self.nodes[i];
         match (&f.status, &f.message) {
             (BuildStatus::Built, _) => events(BuildEvent::Built {

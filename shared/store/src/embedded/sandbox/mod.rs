@@ -112,6 +112,9 @@ pub(crate) struct Spec {
     pub(crate) build_dir: PathBuf,
     /// Sandboxed or direct.
     pub(crate) isolation: Isolation,
+    /// The build's claim on its outputs: dropped after the builder (which
+    /// borrows this description), so never before its processes are gone.
+    pub(crate) claim: Option<crate::embedded::claims::Claim>,
 }
 
 /// In a sandbox, or directly.
