@@ -347,14 +347,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> DaemonClient<S> {
                 req.str(drv);
                 self.call(&req, Io::none()).await?;
                 let names = wire::read_strings(&mut self.stream, 256, "output name").await?;
-                if names.len() != paths.len() {
-                    return Err(Error::Protocol(format!(
-                        "{} output names for {} output paths",
-                        names.len(),
-                        paths.len()
-                    )));
-                }
-                out.extend(names.into_iter().zip(paths.into_iter().map(Some)));
+                out.extend(pair_outputs(drv, names, paths)?);
             }
         }
         Ok(out)
@@ -593,4 +586,52 @@ fn log_to_tracing(event: LogEvent) {
         }
         LogEvent::StopActivity { id } => tracing::debug!(target: "daemon", id, "done"),
     }
+}
+
+/// Pair Guix's output names with its output paths. The daemon answers
+/// each query with a separately sorted set, so they line up only by
+/// chance; an output's path is named as Nix names it (`outputPathName`):
+/// the derivation's name for `out`, `NAME-OUTPUT` for the others.
+fn pair_outputs(
+    drv: &str,
+    names: Vec<String>,
+    paths: Vec<String>,
+) -> Result<BTreeMap<String, Option<String>>, Error> {
+    let drv_name = drv
+        .rsplit('/')
+        .next()
+        .and_then(|base| base.split_once('-'))
+        .and_then(|(_, name)| name.strip_suffix(".drv"))
+        .ok_or_else(|| Error::Protocol(format!("{drv:?} is not a derivation's path")))?;
+    let path_name = |p: &str| {
+        p.rsplit('/')
+            .next()
+            .and_then(|b| b.split_once('-'))
+            .map(|(_, n)| n.to_owned())
+    };
+    if names.len() != paths.len() {
+        return Err(Error::Protocol(format!(
+            "{drv}: {} output names for {} output paths",
+            names.len(),
+            paths.len()
+        )));
+    }
+    let mut out = BTreeMap::new();
+    for name in names {
+        let wanted = if name == "out" {
+            drv_name.to_owned()
+        } else {
+            format!("{drv_name}-{name}")
+        };
+        let path = paths
+            .iter()
+            .find(|p| path_name(p).as_deref() == Some(wanted.as_str()))
+            .ok_or_else(|| {
+                Error::Protocol(format!(
+                    "{drv}: no output path named {wanted:?} for output {name:?} among {paths:?}"
+                ))
+            })?;
+        out.insert(name, Some(path.clone()));
+    }
+    Ok(out)
 }

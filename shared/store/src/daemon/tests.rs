@@ -293,8 +293,11 @@ async fn guix_derivation_outputs_pair_names_with_paths() {
         expect(|r| {
             r.u64(22).str(DRV);
         }),
+        // As guix-daemon sends them: each a separately sorted set, so
+        // the sorted names (doc, out) and the sorted paths (out's, doc's)
+        // do not line up.
         send(|r| {
-            r.u64(LAST).strings(&[doc, out]);
+            r.u64(LAST).strings(&[out, doc]);
         }),
         expect(|r| {
             r.u64(28).str(DRV);

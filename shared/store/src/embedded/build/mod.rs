@@ -285,7 +285,7 @@ pub enum Error {
     /// We are root and no sandbox can be made (programs missing, or
     /// namespaces not allowed): builders are never run as root.
     #[error(
-        "cannot isolate builds: {0}; refusing to run builders as root without a sandbox (install util-linux's unshare, mount, setpriv and setsid, and allow mount, PID, IPC, UTS and network namespaces)"
+        "cannot isolate builds: {0}; refusing to run builders as root without a sandbox (install util-linux's unshare, mount, setpriv and setsid, and bash, and allow mount, PID, IPC, UTS and network namespaces)"
     )]
     NoSandbox(String),
 }

@@ -7,9 +7,10 @@
 //! **Sandbox** (every build, when possible). util-linux `setpriv
 //! --pdeathsig=KILL -- unshare --mount --propagation private --pid --ipc
 //! --uts [--net] --fork --kill-child` (plus `--user --map-root-user` when
-//! we are not root) runs a `/bin/sh` set-up script (module `script`,
+//! we are not root) runs a `bash` set-up script (module `script`,
 //! written into the build's host-side sandbox directory, module
-//! `scratch`) with a clean environment. It mounts
+//! `scratch`) with a clean environment; the builder's environment is in a
+//! file there that only we can read, never on a command line. It mounts
 //! a tmpfs on `mount_point` (an empty directory under the store's root) and
 //! makes a minimal root in it:
 //!
@@ -243,7 +244,7 @@ fn find_program(name: &str) -> Option<PathBuf> {
     })
 }
 
-/// The shell that runs the set-up script (and the probe).
+/// The shell that runs the namespaces' probe.
 const SHELL: &str = "/bin/sh";
 
 /// The `unshare` options that create a sandbox's namespaces.
