@@ -49,6 +49,8 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 fn main() {
+    // Checked first: a missing program says which package to install.
+    let tcpdump_bin = offload_tests::require_program("tcpdump", "tcpdump");
     let lan = Lan::new(2);
     let tmp = tempfile::tempdir().expect("temp dir");
     let socket = tmp.path().join("master.sock");
@@ -107,7 +109,7 @@ fn main() {
         .expect("steady agent appears");
     std::thread::sleep(Duration::from_secs(3));
     let capture = tmp.path().join("mdns.pcap");
-    let mut tcpdump = lan.command(1, "tcpdump");
+    let mut tcpdump = lan.command(1, &tcpdump_bin);
     tcpdump
         .args([
             "-i",
@@ -121,7 +123,7 @@ fn main() {
     let dump = lan.spawn(tcpdump);
     std::thread::sleep(Duration::from_secs(30));
     lan.signal(dump, "INT");
-    let count = Command::new("tcpdump")
+    let count = Command::new(&tcpdump_bin)
         .args(["-r", path(&capture), "-n"])
         .stderr(Stdio::null())
         .output()

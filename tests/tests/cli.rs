@@ -140,6 +140,28 @@ fn key_verify_names_the_reason() {
         assert!(out.stdout.is_empty(), "case {word}: nothing on stdout");
         assert!(stderr(&out).contains(word), "case {word}: {}", stderr(&out));
     }
+    // Text that does not parse says why, not that a part is missing.
+    let deep = tmp.path().join("deep.sig");
+    fs::write(&deep, format!("{}{}", "(".repeat(100), ")".repeat(100))).unwrap();
+    let out = master(
+        &[
+            "key",
+            "verify",
+            "--acl",
+            path(&acl),
+            "--hash",
+            H,
+            path(&deep),
+        ],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("nested deeper than")
+            && !stderr(&out).contains("no data or public-key part"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]

@@ -61,15 +61,19 @@ pub(super) fn run(cmd: KeyCommand) -> anyhow::Result<u8> {
                 offload_core::signature::MAX_SIGNATURE_LEN as u64,
             )
             .with_context(|| format!("reading {}", signature_file.display()))?;
-            let verdict = Signature::parse(&text)
-                .map_or(Verdict::Corrupt, |sig| sig.check(&acl, &hash).verdict);
+            let (verdict, why) = match Signature::parse(&text) {
+                Ok(sig) => {
+                    let verdict = sig.check(&acl, &hash).verdict;
+                    (verdict, verdict.explain().to_owned())
+                }
+                Err(e) => (Verdict::Corrupt, e.to_string()),
+            };
             if verdict != Verdict::Valid {
                 #[allow(clippy::print_stderr)]
                 {
                     eprintln!(
-                        "offload-master: {}: {verdict}: {}",
-                        signature_file.display(),
-                        verdict.explain()
+                        "offload-master: {}: {verdict}: {why}",
+                        signature_file.display()
                     );
                 }
                 return Ok(EXIT_INVALID);

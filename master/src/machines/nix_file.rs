@@ -73,6 +73,12 @@ pub const MAX_INCLUDE_DEPTH: usize = 8;
 /// Largest machines file (or `builders` text) accepted. A farm's machines
 /// file is a few KiB; the limit stops an include of something like a log.
 pub const MAX_FILE_LEN: usize = 1 << 20;
+/// Most includes followed in all: a file naming the same include a
+/// thousand times (no cycle, no depth) would otherwise be read a thousand
+/// times.
+pub const MAX_INCLUDES: usize = 64;
+/// Most bytes read in all, includes included.
+pub const MAX_TOTAL_LEN: usize = 8 << 20;
 
 /// The bytes Nix 2.8's `tokenizeString` splits fields at.
 const BLANKS: [char; 4] = [' ', '\t', '\n', '\r'];
@@ -127,9 +133,21 @@ pub fn parse(
     read_include: &mut dyn FnMut(&Path) -> io::Result<String>,
 ) -> Result<Vec<NixMachine>, ParseError> {
     let mut machines = Vec::new();
-    let mut stack = vec![file.to_path_buf()];
-    parse_into(text, &mut stack, read_include, &mut machines)?;
+    let mut walk = Walk {
+        stack: vec![file.to_path_buf()],
+        includes: 0,
+        bytes: 0,
+    };
+    parse_into(text, &mut walk, read_include, &mut machines)?;
     Ok(machines)
+}
+
+/// Where the parse is: the chain of files being read, and what has been
+/// read in all (limited by [`MAX_INCLUDES`] and [`MAX_TOTAL_LEN`]).
+struct Walk {
+    stack: Vec<PathBuf>,
+    includes: usize,
+    bytes: usize,
 }
 
 /// Write machines as a machines file: one line per machine, all eight
@@ -194,11 +212,11 @@ impl Located<'_> {
 
 fn parse_into(
     text: &str,
-    stack: &mut Vec<PathBuf>,
+    walk: &mut Walk,
     read_include: &mut dyn FnMut(&Path) -> io::Result<String>,
     machines: &mut Vec<NixMachine>,
 ) -> Result<(), ParseError> {
-    let file = stack.last().cloned().unwrap_or_default();
+    let file = walk.stack.last().cloned().unwrap_or_default();
     let at = Located { text, file: &file };
     if text.len() > MAX_FILE_LEN {
         return Err(at.error(
@@ -206,6 +224,15 @@ fn parse_into(
             format!(
                 "machines file is {} bytes long, more than the limit of {MAX_FILE_LEN}",
                 text.len()
+            ),
+        ));
+    }
+    walk.bytes += text.len();
+    if walk.bytes > MAX_TOTAL_LEN {
+        return Err(at.error(
+            0,
+            format!(
+                "machines files and their includes hold more than {MAX_TOTAL_LEN} bytes in all"
             ),
         ));
     }
@@ -221,7 +248,7 @@ fn parse_into(
         if let Some(after) = segment.strip_prefix('@') {
             let lead = after.len() - after.trim_start_matches(BLANKS).len();
             let path = after.trim_matches(BLANKS);
-            include(path, &at, offset + 1 + lead, stack, read_include, machines)?;
+            include(path, &at, offset + 1 + lead, walk, read_include, machines)?;
         } else {
             machines.push(parse_machine(segment, offset, &at)?);
         }
@@ -233,7 +260,7 @@ fn include(
     path: &str,
     at: &Located<'_>,
     offset: usize,
-    stack: &mut Vec<PathBuf>,
+    walk: &mut Walk,
     read_include: &mut dyn FnMut(&Path) -> io::Result<String>,
     machines: &mut Vec<NixMachine>,
 ) -> Result<(), ParseError> {
@@ -242,6 +269,17 @@ fn include(
         return Ok(());
     }
     let path = PathBuf::from(path);
+    walk.includes += 1;
+    if walk.includes > MAX_INCLUDES {
+        return Err(at.error(
+            offset,
+            format!(
+                "more than {MAX_INCLUDES} includes in all, at `{}`",
+                path.display()
+            ),
+        ));
+    }
+    let stack = &walk.stack;
     if stack.contains(&path) {
         let chain: Vec<String> = stack
             .iter()
@@ -270,9 +308,9 @@ fn include(
             ));
         }
     };
-    stack.push(path);
-    let result = parse_into(&text, stack, read_include, machines);
-    stack.pop();
+    walk.stack.push(path);
+    let result = parse_into(&text, walk, read_include, machines);
+    walk.stack.pop();
     result
 }
 
@@ -784,6 +822,28 @@ nix@poochie.labs.cs.uu.nl   i686-linux      /home/nix/.ssh/id_scratchy_auto     
         let e = parse_files(&files, "f0").unwrap_err();
         assert_eq!(e.file, Path::new(&format!("f{MAX_INCLUDE_DEPTH}")));
         assert!(e.message.contains("nested deeper"), "{}", e.message);
+    }
+
+    #[test]
+    fn includes_are_limited_in_number_and_bytes_in_all() {
+        // The same include named many times: no cycle, no depth.
+        let many = "@x\n".repeat(MAX_INCLUDES + 1);
+        let files = HashMap::from([("top", many.as_str()), ("x", "m x86_64-linux")]);
+        let e = parse_files(&files, "top").unwrap_err();
+        assert!(e.message.contains("more than 64 includes"), "{}", e.message);
+        assert_eq!(e.line, MAX_INCLUDES + 1);
+        // Fewer is fine.
+        let few = "@x\n".repeat(MAX_INCLUDES);
+        let files = HashMap::from([("top", few.as_str()), ("x", "m x86_64-linux")]);
+        assert_eq!(parse_files(&files, "top").unwrap().len(), MAX_INCLUDES);
+        // Big includes add up.
+        let big = format!("{}m x86_64-linux", "#".repeat(MAX_FILE_LEN - 20));
+        let files = HashMap::from([
+            ("top", "@x\n".repeat(9).leak() as &str),
+            ("x", big.as_str()),
+        ]);
+        let e = parse_files(&files, "top").unwrap_err();
+        assert!(e.message.contains("bytes in all"), "{}", e.message);
     }
 
     #[test]

@@ -300,9 +300,21 @@ pub struct ItemCheck {
     pub verdict: Option<Verdict>,
     /// The signing key, when the signature names a readable one.
     pub signer: Option<PublicKey>,
+    /// Why the signature text is corrupt, when it does not even parse.
+    pub cause: Option<String>,
 }
 
 impl ItemCheck {
+    /// What the verdict means and what to do, with the cause of a corrupt
+    /// signature; `None` when the item carries no signature.
+    pub fn explain(&self) -> Option<String> {
+        let verdict = self.verdict?;
+        Some(match &self.cause {
+            Some(cause) => format!("{cause}: transfer the archive again"),
+            None => verdict.explain().to_owned(),
+        })
+    }
+
     /// Whether the item may be imported.
     pub fn is_valid(&self) -> bool {
         self.verdict == Some(Verdict::Valid)
@@ -320,19 +332,22 @@ pub fn check_item(trailer: &Trailer, acl: &Acl) -> ItemCheck {
         return ItemCheck {
             verdict: None,
             signer: None,
+            cause: None,
         };
     };
     match Signature::parse(text) {
-        Some(sig) => {
+        Ok(sig) => {
             let checked = sig.check(acl, &trailer.hash);
             ItemCheck {
                 verdict: Some(checked.verdict),
                 signer: checked.signer,
+                cause: None,
             }
         }
-        None => ItemCheck {
+        Err(e) => ItemCheck {
             verdict: Some(Verdict::Corrupt),
             signer: None,
+            cause: Some(e.to_string()),
         },
     }
 }

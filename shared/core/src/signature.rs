@@ -93,14 +93,27 @@ pub struct Checked {
     pub signer: Option<PublicKey>,
 }
 
+/// Why signature text is not a signature (the caller reports
+/// [`Verdict::Corrupt`], with this as the cause).
+#[derive(Debug, thiserror::Error)]
+pub enum ParseError {
+    /// Longer than [`MAX_SIGNATURE_LEN`].
+    #[error("signature text of {0} bytes, more than {MAX_SIGNATURE_LEN}")]
+    TooLong(usize),
+    /// Not an s-expression.
+    #[error("the signature is not an s-expression: {0}")]
+    Sexp(#[from] crate::sexp::Error),
+}
+
 impl Signature {
-    /// Parse signature text. Anything that is not an s-expression is `None`
-    /// (the caller reports [`Verdict::Corrupt`]).
-    pub fn parse(text: &[u8]) -> Option<Self> {
+    /// Parse signature text.
+    pub fn parse(text: &[u8]) -> Result<Self, ParseError> {
         if text.len() > MAX_SIGNATURE_LEN {
-            return None;
+            return Err(ParseError::TooLong(text.len()));
         }
-        Sexp::parse(text).ok().map(|sexp| Self { sexp })
+        Ok(Self {
+            sexp: Sexp::parse(text)?,
+        })
     }
 
     /// Sign `hash` with `key` as Guix's `signature-sexp` does.

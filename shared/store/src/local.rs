@@ -229,10 +229,11 @@ impl LocalStore {
             Signatures::Check(acl) => export::check_item(t, acl),
         };
         if !check.is_valid() {
-            return Err(refused(match check.verdict {
-                None => "imported file lacks a signature".into(),
-                Some(v) => v.explain().to_owned(),
-            }));
+            return Err(refused(
+                check
+                    .explain()
+                    .unwrap_or_else(|| "imported file lacks a signature".into()),
+            ));
         }
         Ok(check.signer.map(|k| k.fingerprint()))
     }

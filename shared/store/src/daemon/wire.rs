@@ -14,6 +14,9 @@ pub(crate) const MAX_PATH: usize = 4096;
 pub(crate) const MAX_MESSAGE: usize = 1 << 20;
 /// The most strings in one list.
 pub(crate) const MAX_LIST: u64 = 1 << 20;
+/// The most bytes of strings in one list (a closure of a million paths
+/// is ~100 MiB; a million strings of 4 KiB would be 4 GiB).
+pub(crate) const MAX_LIST_BYTES: usize = 128 << 20;
 
 pub(crate) async fn read_u64(r: &mut (impl AsyncRead + Unpin)) -> Result<u64, Error> {
     let mut buf = [0u8; 8];
@@ -84,10 +87,50 @@ pub(crate) async fn read_strings(
         )));
     }
     let mut out = Vec::with_capacity(count.min(1024) as usize);
+    let mut total = 0usize;
     for _ in 0..count {
-        out.push(read_string(r, max_each, field).await?);
+        let s = read_string(r, max_each.min(MAX_LIST_BYTES - total), field).await?;
+        total += s.len();
+        if total >= MAX_LIST_BYTES {
+            return Err(Error::Protocol(format!(
+                "{field}: more than {} MiB of strings in one list",
+                MAX_LIST_BYTES >> 20
+            )));
+        }
+        out.push(s);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_list_of_strings_is_bounded_in_total_too() {
+        // A million strings of 4 KiB each claimed: refused once the total
+        // passes the limit, long before 4 GiB were read.
+        let mut bytes = Vec::new();
+        bytes.extend_from_slice(&(1u64 << 20).to_le_bytes());
+        let one = vec![b'a'; 4096];
+        for _ in 0..(MAX_LIST_BYTES / 4096 + 2) {
+            bytes.extend_from_slice(&4096u64.to_le_bytes());
+            bytes.extend_from_slice(&one);
+        }
+        let err = read_strings(&mut &bytes[..], MAX_PATH, "paths")
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("MiB of strings"), "{err}");
+        // Within the limits, read as before.
+        let mut small = Vec::new();
+        small.extend_from_slice(&1u64.to_le_bytes());
+        small.extend_from_slice(&3u64.to_le_bytes());
+        small.extend_from_slice(b"abc\0\0\0\0\0");
+        assert_eq!(
+            read_strings(&mut &small[..], MAX_PATH, "x").await.unwrap(),
+            ["abc"]
+        );
+    }
 }
 
 /// An output buffer for one request, sent with a single write.
