@@ -388,7 +388,13 @@ fn now() -> u64 {
 
 /// Crash-injection points for the tests: `OFFLOAD_TEST_CRASH_AT=POINT`
 /// aborts the process the first time it reaches POINT, `POINT@N` the Nth
-/// time, as a power cut or `kill -9` would.
+/// time, as a power cut or `kill -9` would. Compiled in only with the
+/// `crash-injection` feature, which the test suite turns on (release
+/// binaries built on their own never read the variable).
+#[cfg(not(feature = "crash-injection"))]
+fn fault(_point: &str) {}
+
+#[cfg(feature = "crash-injection")]
 fn fault(point: &str) {
     static HITS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let Some(wanted) = std::env::var_os("OFFLOAD_TEST_CRASH_AT") else {
