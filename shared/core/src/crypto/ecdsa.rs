@@ -110,7 +110,7 @@ impl SecretScalar {
         let e = big_to_scalar(&(bits2int(hash) % &n));
         let mut nonces = NonceGen::new(&self.raw_be, hash, &n);
         loop {
-            let k = big_to_scalar(&nonces.next_k());
+            let k = nonces.next_k();
             let point = EdwardsPoint::mul_base(&k);
             let r = big_to_scalar(&(affine_x(&point) % &n));
             if r == Scalar::ZERO {

@@ -4,10 +4,11 @@
 //! The order n has 253 bits while blocks have 256, so `bits2int` shifts right
 //! by 3. Generic routines that assume qlen = 8·rlen get a different k.
 
+use curve25519_dalek::scalar::Scalar;
 use hmac::{Hmac, KeyInit, Mac};
 use num_bigint::BigUint;
 use sha2::Sha256;
-use zeroize::Zeroize;
+use zeroize::{Zeroize, Zeroizing};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -47,7 +48,6 @@ fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
 pub(super) struct NonceGen {
     k: [u8; 32],
     v: [u8; 32],
-    n: BigUint,
 }
 
 impl NonceGen {
@@ -63,28 +63,65 @@ impl NonceGen {
         v = hmac(&k, &[&v]);
         k = hmac(&k, &[&v, &[0x01], xo, &ho]);
         v = hmac(&k, &[&v]);
-        Self { k, v, n: n.clone() }
+        Self { k, v }
     }
 
-    /// Step h: the next k in [1, n−1]. Call again to reject a k (r or s was 0).
-    pub(super) fn next_k(&mut self) -> BigUint {
+    /// Step h: the next k in [1, n−1], as a scalar (constant-time
+    /// arithmetic, wiped when dropped: the nonce is as secret as the key).
+    /// Call again to reject a k (r or s was 0).
+    pub(super) fn next_k(&mut self) -> Scalar {
         loop {
-            // One HMAC block (256 bits) already holds at least QBITS bits.
+            // One HMAC block (256 bits) already holds at least QBITS bits:
+            // bits2int is V >> 3, here on bytes, little-endian for Scalar.
             self.v = hmac(&self.k, &[&self.v]);
-            let k = bits2int(&self.v);
+            let le = Zeroizing::new(shr3_be_to_le(&self.v));
             // Prepare the state for the next candidate, whether or not this one is used.
             self.k = hmac(&self.k, &[&self.v, &[0x00]]);
             self.v = hmac(&self.k, &[&self.v]);
-            if k > BigUint::ZERO && k < self.n {
+            // Canonical means below the group order n.
+            let k: Option<Scalar> = Scalar::from_canonical_bytes(*le).into();
+            if let Some(k) = k
+                && k != Scalar::ZERO
+            {
                 return k;
             }
         }
     }
 }
 
+/// A 256-bit big-endian value shifted right by 3 bits (bits2int for the
+/// 253-bit order), as 32 little-endian bytes.
+fn shr3_be_to_le(v: &[u8; 32]) -> [u8; 32] {
+    let mut be = [0u8; 32];
+    be[0] = v[0] >> 3;
+    for i in 1..32 {
+        be[i] = (v[i - 1] << 5) | (v[i] >> 3);
+    }
+    be.reverse();
+    be
+}
+
 impl Drop for NonceGen {
     fn drop(&mut self) {
         self.k.zeroize();
         self.v.zeroize();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_byte_shift_is_bits2int() {
+        for seed in 0..64u8 {
+            let v: [u8; 32] = std::array::from_fn(|i| {
+                seed.wrapping_mul(37)
+                    .wrapping_add((i as u8).wrapping_mul(91))
+            });
+            let mut le = shr3_be_to_le(&v);
+            le.reverse();
+            assert_eq!(BigUint::from_bytes_be(&le), bits2int(&v));
+        }
     }
 }
