@@ -562,3 +562,49 @@ fn scm_and_nix_output_round_trip() {
         );
     }
 }
+
+/// `offload-master machines --evaluator native FILE` with its data
+/// segment limited to `mib` MiB (`prlimit`): a file that makes the
+/// evaluator allocate past it aborts instead of ending in an error.
+fn machines_limited(file: &Path, mib: u64) -> Output {
+    Command::new(offload_tests::require_program("prlimit", "util-linux"))
+        .arg(format!("--data={}", mib << 20))
+        .arg(offload_tests::bin("offload-master"))
+        .args(["machines", "--evaluator", "native", "--file"])
+        .arg(file)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run offload-master machines")
+}
+
+#[test]
+fn hostile_files_end_in_a_budget_error_within_64_mib() {
+    let tmp = tempfile::tempdir().unwrap();
+    let strings: String = (0..16_000).map(|i| format!("\"s{i}\" ")).collect();
+    // Every cons, cdr and reverse copies: a 120 KiB file asks for
+    // hundreds of millions of list elements.
+    for (name, body) in [
+        ("cons", "(map (lambda (x) (cons x e)) e)"),
+        ("cdr", "(map (lambda (x) (cdr e)) e)"),
+        ("reverse", "(map (lambda (x) (reverse e)) e)"),
+        ("splice", "(map (lambda (x) `(,x ,@e)) e)"),
+        ("append-map", "(append-map (lambda (x) e) e)"),
+        ("append", "(map (lambda (x) (append e e)) e)"),
+    ] {
+        let file = tmp.path().join(format!("{name}.scm"));
+        std::fs::write(&file, format!("(define e (list {strings}))\n{body}\n")).unwrap();
+        let out = machines_limited(&file, 64);
+        let stderr = text(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{name}: {:?}: {stderr}",
+            out.status
+        );
+        assert!(
+            stderr.contains(&format!("{}:2:", file.display()))
+                && (stderr.contains("budget exceeded") || stderr.contains("longer than")),
+            "{name}: {stderr}"
+        );
+    }
+}

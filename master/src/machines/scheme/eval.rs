@@ -30,7 +30,10 @@ use crate::machines::record::{
 
 /// Deepest evaluation recursion (guards against runaway recursion in the file).
 pub const MAX_EVAL_DEPTH: usize = 256;
-/// Most evaluation steps for one file.
+/// The evaluation budget of one file: steps, plus one unit per list
+/// element allocated (lists are copied by `cons`, `cdr`, `reverse`, …), so
+/// that neither endless loops nor quadratic copying can exhaust time or
+/// memory (a million units is at most a few tens of MiB).
 pub const MAX_STEPS: u64 = 1_000_000;
 /// Modules a file may `use-modules` (their bindings used by machines files are built in).
 const KNOWN_MODULES: [&str; 5] = [
@@ -447,13 +450,13 @@ impl Evaluator {
         Ok(value)
     }
 
-    /// Count `n` units of work; too much is an error, as a file that never
-    /// finishes must not hang the master.
+    /// Count `n` units of work or allocation, before doing it; too much is
+    /// an error, as a file must neither hang nor exhaust the master.
     fn charge(&mut self, n: u64) -> Result<()> {
         self.steps = self.steps.saturating_add(n);
         if self.steps > MAX_STEPS {
             return Err(runtime(format!(
-                "evaluation takes more than {MAX_STEPS} steps (an endless loop?)"
+                "evaluation budget exceeded: more than {MAX_STEPS} steps and list elements (an endless loop, or lists copied over and over?)"
             )));
         }
         Ok(())
@@ -731,6 +734,7 @@ impl Evaluator {
                 let head = self.quasi(item, env, depth, level)?;
                 value = match value {
                     Value::List(rest) => {
+                        self.charge(rest.len() as u64 + 1)?;
                         let mut all = vec![head];
                         all.extend(rest.iter().cloned());
                         Value::list(all)
@@ -782,7 +786,10 @@ impl Evaluator {
                 && level == 1
             {
                 match self.eval(x, env, depth + 1)? {
-                    Value::List(spliced) => out.extend(spliced.iter().cloned()),
+                    Value::List(spliced) => {
+                        self.charge(spliced.len() as u64)?;
+                        out.extend(spliced.iter().cloned());
+                    }
                     other => {
                         return Err(runtime(format!(
                             "unquote-splicing: expected a list, got {}",
@@ -911,12 +918,15 @@ impl Evaluator {
                 if args.len() > MAX_LIST {
                     return Err(runtime(format!("list: longer than {MAX_LIST} elements")));
                 }
+                self.charge(args.len() as u64)?;
                 Value::list(args)
             }
             "cons" => {
                 arity(2)?;
                 match &args[1] {
                     Value::List(tail) => {
+                        // The tail is copied: that is what it costs.
+                        self.charge(tail.len() as u64 + 1)?;
                         let mut items = vec![args[0].clone()];
                         items.extend(tail.iter().cloned());
                         Value::list(items)
@@ -931,6 +941,7 @@ impl Evaluator {
                         if name == "car" {
                             items[0].clone()
                         } else {
+                            self.charge(items.len() as u64)?;
                             Value::list(items[1..].to_vec())
                         }
                     }
@@ -1001,7 +1012,11 @@ impl Evaluator {
                                 out.push(item.clone());
                             }
                         }
-                        _ => out.extend(list_of(&v)?.iter().cloned()),
+                        _ => {
+                            let part = list_of(&v)?;
+                            self.charge(part.len() as u64)?;
+                            out.extend(part.iter().cloned());
+                        }
                     }
                     if out.len() > MAX_LIST {
                         return Err(runtime(format!(
@@ -1040,7 +1055,9 @@ impl Evaluator {
             }
             "reverse" => {
                 arity(1)?;
-                Value::list(list_of(&args[0])?.iter().rev().cloned().collect())
+                let items = list_of(&args[0])?;
+                self.charge(items.len() as u64)?;
+                Value::list(items.iter().rev().cloned().collect())
             }
             "equal?" => {
                 arity(2)?;
