@@ -20,6 +20,8 @@ use crate::pool::{LinkFailure, LinkTarget, LiveStatus, TargetId};
 pub const POLL: Duration = Duration::from_millis(1000);
 /// How long a status may take before the agent counts as unreachable.
 pub const POLL_TIMEOUT: Duration = Duration::from_millis(1500);
+/// How long resolving a static machine's name may take.
+pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(3);
 /// Longest wait between two attempts to reach an agent.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
@@ -71,8 +73,17 @@ pub async fn connect(
         .map(|ip| SocketAddr::new(*ip, target.port))
         .collect();
     if addrs.is_empty() {
-        addrs = tokio::net::lookup_host((target.host.as_str(), target.port))
+        // A name no resolver answers for must not hold the link up.
+        let lookup = tokio::net::lookup_host((target.host.as_str(), target.port));
+        addrs = tokio::time::timeout(LOOKUP_TIMEOUT, lookup)
             .await
+            .map_err(|_| {
+                LinkError::Unreachable(format!(
+                    "{}: no address within {} s",
+                    target.host,
+                    LOOKUP_TIMEOUT.as_secs()
+                ))
+            })?
             .map_err(|e| LinkError::Unreachable(format!("{}: {e}", target.host)))?
             .collect();
     }

@@ -410,8 +410,14 @@ fn serve_tracks_goodbyes_crashes_and_machines_scm() {
         r#"(list (build-machine (name "static-only.lan") (systems (list "x86_64-linux")) (user "offload") (host-key "ssh-ed25519 AAAA")))"#,
     )
     .unwrap();
-    let (reread, _) = serve_wait(&f, &socket, Duration::from_secs(5), |m| {
-        by_name(m, "static-only.lan").is_some()
+    // Listed at once; its health once a link was tried (no agent answers
+    // there: the name does not even resolve).
+    let (reread, _) = serve_wait(&f, &socket, Duration::from_secs(15), |m| {
+        by_name(m, "static-only.lan").is_some_and(|s| {
+            s["health"]
+                .as_str()
+                .is_some_and(|h| h.starts_with("unreachable"))
+        })
     });
     let s = by_name(&reread, "static-only.lan").unwrap_or_else(|| panic!("{reread:#?}"));
     assert_eq!(s["source"].as_str(), Some("static"));
