@@ -143,15 +143,9 @@ impl File {
 }
 
 /// The agent's state directory: `$STATE_DIRECTORY` (systemd) or
-/// `/var/lib/offload-agent`.
+/// `/var/lib/offload-agent` (`offload_files::paths`).
 pub fn default_state_dir() -> PathBuf {
-    std::env::var_os("STATE_DIRECTORY")
-        .and_then(|v| {
-            // systemd may list several, separated by colons: the first.
-            let first = v.to_string_lossy().split(':').next().map(PathBuf::from);
-            first.filter(|p| p.is_absolute())
-        })
-        .unwrap_or_else(|| PathBuf::from("/var/lib/offload-agent"))
+    offload_files::paths::agent_state_dir()
 }
 
 #[cfg(test)]

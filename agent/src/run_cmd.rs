@@ -2,7 +2,7 @@
 //! `stdio`, the advertisement, and draining on signals.
 
 use std::net::SocketAddr;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -13,6 +13,7 @@ use offload_agent::advertise::Advertiser;
 use offload_agent::probe;
 use offload_agent::service::{self, Measured, Service};
 use offload_core::dnssd::Txt;
+use offload_files::file_key::file_key;
 use offload_store::spec::StoreSpec;
 
 use crate::options::{self, Common};
@@ -181,7 +182,8 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
                 break;
             }
         }
-        if last_update.elapsed() >= update {
+        let measured = last_update.elapsed() >= update;
+        if measured {
             last_update = Instant::now();
             service.set_measured(measure());
             let key = file_key(&opened.acl_path);
@@ -196,9 +198,11 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
                 }
             }
         }
+        // New measurements, or slots or draining changed: re-advertise
+        // (the advertiser decides whether the change is worth a packet).
         let changed = changes.has_changed().unwrap_or(false);
         if let Some(a) = advertiser.as_mut()
-            && (changed || last_update.elapsed() < Duration::from_millis(100))
+            && (changed || measured)
         {
             changes.borrow_and_update();
             if a.update(txt(&service.status()))? {
@@ -231,23 +235,10 @@ fn store_root(spec: &StoreSpec, store_dir: &str) -> PathBuf {
     }
 }
 
-type FileKey = Option<(u64, u64, u64, i64, i64)>;
-
-fn file_key(path: &Path) -> FileKey {
-    std::fs::metadata(path)
-        .ok()
-        .map(|m| (m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec()))
-}
-
 /// The hand-over socket, readable by this user only: whoever can connect
-/// still has to prove a master's key.
+/// still has to prove a master's key. We hold the state directory's lock,
+/// so a socket already there is a dead agent's.
 fn bind_local(socket: &Path) -> anyhow::Result<std::os::unix::net::UnixListener> {
-    if std::os::unix::net::UnixStream::connect(socket).is_ok() {
-        anyhow::bail!(
-            "{} is in use: another `offload-agent run` uses this state directory",
-            socket.display()
-        );
-    }
     let _ = std::fs::remove_file(socket);
     let listener = std::os::unix::net::UnixListener::bind(socket)
         .with_context(|| format!("listening on {}", socket.display()))?;

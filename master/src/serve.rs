@@ -18,7 +18,6 @@
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -29,6 +28,7 @@ use anyhow::Context;
 use mdns_sd::{ServiceDaemon, ServiceEvent};
 use offload_core::acl::Acl;
 use offload_core::dnssd;
+use offload_files::file_key::{FileKey, file_key};
 
 use crate::discover;
 use crate::machines::load::{Cache, EvaluatorChoice};
@@ -336,15 +336,6 @@ fn answer(shared: &Mutex<Shared>, stream: UnixStream) -> std::io::Result<()> {
         }
     };
     (&stream).write_all(reply.as_bytes())
-}
-
-/// A file's identity for change detection: (device, inode, size, mtime).
-type FileKey = (u64, u64, u64, i64, i64);
-
-fn file_key(path: &Path) -> Option<FileKey> {
-    std::fs::metadata(path)
-        .ok()
-        .map(|m| (m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec()))
 }
 
 fn upkeep(config: &Config, shared: &Mutex<Shared>, daemon: &ServiceDaemon, stop: &AtomicBool) {

@@ -299,18 +299,22 @@ fn main() {
     );
 }
 
+/// A multi-threaded runtime with `workers` workers.
+fn runtime(workers: usize) -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// Run `f` to completion on a runtime of its own, in a thread inside
 /// host `i`'s network namespace.
 fn on_host<T: Send>(lan: &Lan, i: usize, f: impl std::future::Future<Output = T> + Send) -> T {
     std::thread::scope(|s| {
         s.spawn(|| {
             lan.enter(i);
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap()
-                .block_on(f)
+            runtime(2).block_on(f)
         })
         .join()
         .unwrap()
@@ -331,12 +335,7 @@ fn raw_quic(lan: &Lan, dir: &Path, key: &Arc<offload_core::keys::SecretKey>) -> 
         let bytes = &bytes;
         s.spawn(move || {
             lan.enter(1);
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
+            runtime(1).block_on(async {
                 let config =
                     quic::server_config(server_key, Arc::new(PeerCheck::new(|_| Ok(())))).unwrap();
                 let endpoint = quic::server(config, "10.77.0.2:7442".parse().unwrap()).unwrap();
@@ -355,12 +354,7 @@ fn raw_quic(lan: &Lan, dir: &Path, key: &Arc<offload_core::keys::SecretKey>) -> 
         rx.recv().unwrap();
         s.spawn(move || {
             lan.enter(0);
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
+            runtime(1).block_on(async {
                 {
                     let addr = "10.77.0.2:7442".parse().unwrap();
                     let config =

@@ -34,7 +34,11 @@ pub fn endpoint(
     addr: std::net::SocketAddr,
 ) -> Result<Endpoint, quic::SetupError> {
     let acl_service = Arc::clone(service);
-    let check = Arc::new(PeerCheck::new(move |q| acl_service.authorize(q)));
+    let check = Arc::new(PeerCheck::new(move |q| {
+        acl_service
+            .authorize(q)
+            .inspect_err(|why| tracing::info!("refused in the handshake: {why}"))
+    }));
     let config = quic::server_config(Arc::clone(service.key()), check)?;
     quic::server(config, addr)
 }

@@ -66,14 +66,6 @@ pub enum LinkError {
     Lost(String),
 }
 
-impl LinkError {
-    /// Whether the machine itself is at fault (unreachable, refusing,
-    /// lying), rather than one request.
-    pub fn is_link_failure(&self) -> bool {
-        !matches!(self, Self::Failed(_))
-    }
-}
-
 impl From<FrameError> for LinkError {
     fn from(e: FrameError) -> Self {
         match e {
@@ -305,14 +297,6 @@ impl AgentLink {
     /// The key the agent proved.
     pub fn peer_key(&self) -> [u8; 32] {
         self.peer
-    }
-
-    /// Whether the link is known to be unusable.
-    pub fn is_closed(&self) -> bool {
-        match &self.transport {
-            Transport::Quic { conn, .. } => conn.close_reason().is_some(),
-            Transport::Stream(pair) => pair.try_lock().is_ok_and(|p| p.broken),
-        }
     }
 
     /// Close the link (the agent releases our leases at once).

@@ -7,10 +7,11 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use offload_files::file_key::{FileKey, file_key};
 
 use super::record::{BuildMachine, FieldValue, Fields, Location};
 use super::scheme::eval::{EvalError, Evaluator, Record, Value};
@@ -477,9 +478,6 @@ fn datum_field(d: &Datum) -> Result<FieldValue, String> {
     })
 }
 
-/// (device, inode, size, mtime seconds, mtime nanoseconds).
-type FileKey = (u64, u64, u64, i64, i64);
-
 impl Cache {
     /// How many times a file was actually evaluated (not served from the cache).
     pub fn evaluations(&self) -> u64 {
@@ -498,9 +496,7 @@ pub struct Cache {
 impl Cache {
     /// The machines of `file`, from the cache when the file is unchanged.
     pub fn load(&mut self, file: &Path, choice: EvaluatorChoice) -> Result<Loaded, LoadError> {
-        let key = std::fs::metadata(file)
-            .ok()
-            .map(|m| (m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec()));
+        let key = file_key(file);
         if let (Some(key), Some((cached, loaded))) = (key, self.entries.get(file))
             && *cached == key
         {

@@ -15,6 +15,7 @@ pub mod acl_file;
 pub mod atomic;
 pub mod dump;
 pub mod export_dir;
+pub mod file_key;
 pub mod import_dir;
 pub mod key_file;
 pub mod paths;

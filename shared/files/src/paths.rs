@@ -51,6 +51,17 @@ pub fn guix_database_dir() -> PathBuf {
     non_empty_var("GUIX_DATABASE_DIRECTORY").unwrap_or_else(|| guix_state_dir().join("db"))
 }
 
+/// The agent's state directory: the first of systemd's
+/// `$STATE_DIRECTORY` (colon-separated), or `/var/lib/offload-agent`.
+pub fn agent_state_dir() -> PathBuf {
+    std::env::var_os("STATE_DIRECTORY")
+        .and_then(|v| {
+            let first = v.to_string_lossy().split(':').next().map(PathBuf::from);
+            first.filter(|p| p.is_absolute())
+        })
+        .unwrap_or_else(|| PathBuf::from("/var/lib/offload-agent"))
+}
+
 fn non_empty_var(name: &str) -> Option<PathBuf> {
     std::env::var_os(name)
         .filter(|v| !v.is_empty())

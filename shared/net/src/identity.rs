@@ -11,11 +11,11 @@
 //! application byte. TLS 1.3 with Ed25519 only; no X.509, no CA, no trust
 //! on first use.
 //!
-//! Rejections are remembered ([`PeerCheck::last_rejection`]) so that the
-//! side that refused can say why in its own words.
+//! The policy says why it refuses a key; callers that want to report it
+//! keep it themselves (the master's link does).
 
 use std::fmt;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use offload_core::keys::SecretKey;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -128,7 +128,6 @@ pub type Policy = dyn Fn(&[u8; 32]) -> Result<(), String> + Send + Sync;
 pub struct PeerCheck {
     policy: Box<Policy>,
     algorithms: WebPkiSupportedAlgorithms,
-    rejection: Mutex<Option<String>>,
 }
 
 impl fmt::Debug for PeerCheck {
@@ -143,16 +142,7 @@ impl PeerCheck {
         Self {
             policy: Box::new(policy),
             algorithms: crate::quic::provider().signature_verification_algorithms,
-            rejection: Mutex::new(None),
         }
-    }
-
-    /// Why the last peer was refused, if it was.
-    pub fn last_rejection(&self) -> Option<String> {
-        self.rejection
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
     }
 
     fn check(
@@ -168,11 +158,7 @@ impl PeerCheck {
                 Some(q) => (self.policy)(&q),
             }
         };
-        verdict.map_err(|why| {
-            *self
-                .rejection
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner) = Some(why.clone());
+        verdict.map_err(|_| {
             TlsError::InvalidCertificate(rustls::CertificateError::ApplicationVerificationFailure)
         })
     }
@@ -190,6 +176,13 @@ impl PeerCheck {
             &self.algorithms,
         )
     }
+}
+
+/// TLS 1.2 is never offered: QUIC is TLS 1.3 only.
+fn tls12_refused() -> Result<HandshakeSignatureValid, TlsError> {
+    Err(TlsError::PeerIncompatible(
+        PeerIncompatible::Tls12NotOffered,
+    ))
 }
 
 impl ServerCertVerifier for PeerCheck {
@@ -211,9 +204,7 @@ impl ServerCertVerifier for PeerCheck {
         _cert: &CertificateDer<'_>,
         _dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, TlsError> {
-        Err(TlsError::PeerIncompatible(
-            PeerIncompatible::Tls12NotOffered,
-        ))
+        tls12_refused()
     }
 
     fn verify_tls13_signature(
@@ -255,9 +246,7 @@ impl ClientCertVerifier for PeerCheck {
         _cert: &CertificateDer<'_>,
         _dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, TlsError> {
-        Err(TlsError::PeerIncompatible(
-            PeerIncompatible::Tls12NotOffered,
-        ))
+        tls12_refused()
     }
 
     fn verify_tls13_signature(
