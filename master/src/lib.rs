@@ -13,11 +13,14 @@
 pub mod agent_link;
 pub mod cli;
 pub mod discover;
+pub mod hook;
 pub mod links;
 pub mod machines;
 pub mod pool;
 pub mod scheduler;
 pub mod self_check;
 pub mod serve;
+pub mod snapshot;
 pub mod status;
+pub mod transfer;
 pub mod why_not;

@@ -129,6 +129,8 @@ pub struct Live {
     pub last_seen_ms: Option<u64>,
     /// The authenticated link to its agent.
     pub link: Link,
+    /// Since when its agent has been unreachable, if it is.
+    pub unreachable_since_ms: Option<u64>,
 }
 
 impl Default for Live {
@@ -142,6 +144,7 @@ impl Default for Live {
             stopping: false,
             last_seen_ms: None,
             link: Link::Unknown,
+            unreachable_since_ms: None,
         }
     }
 }
@@ -155,6 +158,8 @@ pub struct History {
     pub throughput: Option<f64>,
     /// Builds observed.
     pub builds: u32,
+    /// A build there was lost: not used before this time.
+    pub avoid_until_ms: Option<u64>,
 }
 
 impl Default for History {
@@ -163,6 +168,7 @@ impl Default for History {
             slowness: 1.0,
             throughput: None,
             builds: 0,
+            avoid_until_ms: None,
         }
     }
 }
@@ -503,6 +509,14 @@ impl Pool {
     #[cfg(test)]
     pub(crate) fn replace_for_tests(&mut self, machines: Vec<Machine>) {
         self.machines = machines;
+    }
+
+    /// A build on `name` was lost (its agent went away before the outputs
+    /// were home): avoid it for `backoff_ms`.
+    pub fn lost_build(&mut self, name: &str, now_ms: u64, backoff_ms: u64) {
+        for m in self.machines.iter_mut().filter(|m| m.name == name) {
+            m.history.avoid_until_ms = Some(now_ms.saturating_add(backoff_ms));
+        }
     }
 
     /// Record a finished build on `name`: `observed / predicted` seconds

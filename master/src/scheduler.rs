@@ -113,6 +113,11 @@ pub enum Verdict {
     },
     /// Finishing its builds before shutting down.
     Draining,
+    /// A build there was lost lately: avoided for a while.
+    BackingOff {
+        /// Milliseconds left.
+        left_ms: u64,
+    },
     /// Every slot is busy.
     NoFreeSlot,
     /// Load at or above its threshold.
@@ -160,6 +165,7 @@ impl fmt::Display for Verdict {
             Self::Vanished { ago_ms } => write!(f, "vanished from the network {:.1} s ago (waiting for the grace period)", *ago_ms as f64 / 1000.0),
             Self::Unhealthy { ago_ms } => write!(f, "not answering for {:.1} s", *ago_ms as f64 / 1000.0),
             Self::Draining => f.write_str("draining (finishing its builds before shutting down)"),
+            Self::BackingOff { left_ms } => write!(f, "a build there was lost: avoided for {:.1} s more", *left_ms as f64 / 1000.0),
             Self::NoFreeSlot => f.write_str("no free build slot"),
             Self::Overloaded { load, threshold } => write!(f, "overloaded (load {load:.2} ≥ threshold {threshold:.2})"),
             Self::LowDisk { free, guard } => write!(f, "low on disk space ({} MiB free, needs {} MiB)", free >> 20, guard >> 20),
@@ -195,22 +201,13 @@ pub fn decide(
     now_ms: u64,
     seed: u64,
 ) -> Outcome {
-    let verdicts: Vec<Verdict> = pool
-        .machines()
-        .iter()
-        .map(|m| verdict(m, request, policy, now_ms))
-        .collect();
-    let mut best: Option<(f64, u64, usize)> = None;
-    for (i, v) in verdicts.iter().enumerate() {
-        if let Verdict::Usable { estimate_secs } = v {
-            let tie = splitmix64(seed ^ (i as u64));
-            if best.is_none_or(|(e, t, _)| (*estimate_secs, tie) < (e, t)) {
-                best = Some((*estimate_secs, tie, i));
-            }
-        }
-    }
-    let decision = match best {
-        Some((estimate, _, i)) => {
+    let (ranked, verdicts) = rank(pool, request, policy, now_ms, seed);
+    let decision = match ranked.first() {
+        Some(&i) => {
+            let estimate = match verdicts[i] {
+                Verdict::Usable { estimate_secs } => estimate_secs,
+                _ => f64::INFINITY,
+            };
             let local = request.expected_build_secs / request.local_speed.max(f64::MIN_POSITIVE);
             if request.prefer_local && request.local_slot_free && estimate >= local {
                 Decision::Decline
@@ -222,6 +219,34 @@ pub fn decide(
         None => Decision::Decline,
     };
     Outcome { decision, verdicts }
+}
+
+/// The usable machines, best first (indices into [`Pool::machines`]),
+/// and the verdict for every machine.
+pub fn rank(
+    pool: &Pool,
+    request: &Request<'_>,
+    policy: &Policy,
+    now_ms: u64,
+    seed: u64,
+) -> (Vec<usize>, Vec<Verdict>) {
+    let verdicts: Vec<Verdict> = pool
+        .machines()
+        .iter()
+        .map(|m| verdict(m, request, policy, now_ms))
+        .collect();
+    let mut usable: Vec<(f64, u64, usize)> = verdicts
+        .iter()
+        .enumerate()
+        .filter_map(|(i, v)| match v {
+            Verdict::Usable { estimate_secs } => {
+                Some((*estimate_secs, splitmix64(seed ^ (i as u64)), i))
+            }
+            _ => None,
+        })
+        .collect();
+    usable.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    (usable.into_iter().map(|(_, _, i)| i).collect(), verdicts)
 }
 
 fn verdict(m: &Machine, r: &Request<'_>, policy: &Policy, now_ms: u64) -> Verdict {
@@ -286,6 +311,13 @@ fn verdict(m: &Machine, r: &Request<'_>, policy: &Policy, now_ms: u64) -> Verdic
     }
     if m.live.draining {
         return Verdict::Draining;
+    }
+    if let Some(until) = m.history.avoid_until_ms
+        && until > now_ms
+    {
+        return Verdict::BackingOff {
+            left_ms: until - now_ms,
+        };
     }
     let free = m
         .live

@@ -35,7 +35,7 @@ use crate::machines::load::{Cache, EvaluatorChoice};
 use crate::pool::{Health, Pool};
 
 /// Longest request line a client may send.
-const MAX_REQUEST: u64 = 1024;
+const MAX_REQUEST: u64 = 4096;
 /// Clients answered at once; more are turned away.
 pub const MAX_CLIENTS: usize = 16;
 /// Discovered agents kept at once (a LAN full of fake agents cannot grow
@@ -326,16 +326,51 @@ fn answer(shared: &Mutex<Shared>, stream: UnixStream) -> std::io::Result<()> {
     let mut line = String::new();
     BufReader::new((&stream).take(MAX_REQUEST)).read_line(&mut line)?;
     let reply = {
-        let s = lock(shared);
-        match line.trim() {
-            "status json" => crate::status::json(&s.pool),
-            "status table" => crate::status::table(&s.pool),
-            other => format!(
-                "error: unknown request {other:?} (expected `status json` or `status table`)\n"
+        let mut s = lock(shared);
+        let now = s.now_ms();
+        let line = line.trim_end_matches('\n');
+        let mut words = line.splitn(2, ' ');
+        match (words.next().unwrap_or_default(), words.next()) {
+            ("status", Some("json")) => crate::status::json(&s.pool),
+            ("status", Some("table")) => crate::status::table(&s.pool),
+            ("plan", Some(rest)) => plan_reply(&s.pool, rest, now),
+            ("lost", Some(name)) => {
+                tracing::info!(machine = %name, "a hook lost a build there: backing off");
+                s.pool.lost_build(name, now, crate::hook::LOST_BACKOFF_MS);
+                "ok\n".to_owned()
+            }
+            _ => format!(
+                "error: unknown request {line:?} (expected `status json`, `status table`, `plan L SYSTEM FEATURES` or `lost MACHINE`)\n"
             ),
         }
     };
     (&stream).write_all(reply.as_bytes())
+}
+
+/// The plan for `L SYSTEM FEATURES` (as the daemon's request line has
+/// them), as one JSON line.
+fn plan_reply(pool: &Pool, rest: &str, now_ms: u64) -> String {
+    let mut fields = rest.splitn(3, ' ');
+    let (local, system, features) = (fields.next(), fields.next(), fields.next().unwrap_or(""));
+    let (Some(local @ ("0" | "1")), Some(system)) = (local, system) else {
+        return format!("error: bad plan request {rest:?}\n");
+    };
+    let features: Vec<String> = features
+        .split(',')
+        .filter(|f| !f.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let ask = crate::hook::plan::Ask {
+        system,
+        features: &features,
+        local_slot_free: local == "1",
+    };
+    let seed = now_ms ^ u64::from(std::process::id());
+    let plan = crate::hook::plan::plan(pool, &ask, pool.grace_ms(), now_ms, seed);
+    match serde_json::to_string(&plan) {
+        Ok(json) => json + "\n",
+        Err(e) => format!("error: {e}\n"),
+    }
 }
 
 fn upkeep(config: &Config, shared: &Mutex<Shared>, daemon: &ServiceDaemon, stop: &AtomicBool) {
@@ -404,6 +439,50 @@ fn upkeep(config: &Config, shared: &Mutex<Shared>, daemon: &ServiceDaemon, stop:
         }
         std::thread::sleep(Duration::from_millis(250));
     }
+}
+
+fn request(socket: &Path, line: &str, timeout: Duration) -> anyhow::Result<String> {
+    let mut stream = UnixStream::connect(socket)
+        .with_context(|| format!("connecting to offload-master serve at {}", socket.display()))?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    stream.write_all(line.as_bytes())?;
+    let mut reply = String::new();
+    stream.take(1 << 20).read_to_string(&mut reply)?;
+    if reply.starts_with("error: ") || reply.is_empty() {
+        anyhow::bail!(
+            "offload-master serve at {}: {}",
+            socket.display(),
+            reply.trim()
+        );
+    }
+    Ok(reply)
+}
+
+/// Ask a running `serve` where to build.
+pub fn ask_plan(
+    socket: &Path,
+    ask: &crate::hook::plan::Ask<'_>,
+) -> anyhow::Result<crate::hook::plan::Plan> {
+    let line = format!(
+        "plan {} {} {}\n",
+        if ask.local_slot_free { 1 } else { 0 },
+        ask.system,
+        ask.features.join(",")
+    );
+    let reply = request(socket, &line, Duration::from_secs(5))?;
+    serde_json::from_str(reply.trim_end()).with_context(|| {
+        format!(
+            "offload-master serve at {} answered {:?}",
+            socket.display(),
+            reply
+        )
+    })
+}
+
+/// Tell a running `serve` that a build on `machine` was lost.
+pub fn report_lost(socket: &Path, machine: &str) -> anyhow::Result<()> {
+    request(socket, &format!("lost {machine}\n"), Duration::from_secs(2)).map(drop)
 }
 
 /// Ask a running `serve` for its status. `Ok(None)` when no `serve`

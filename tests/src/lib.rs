@@ -8,6 +8,7 @@
 
 pub mod agents;
 pub mod avahi;
+pub mod guix_host;
 pub mod lan;
 pub mod nixd;
 pub mod sshd;

@@ -29,6 +29,29 @@ pub enum Command {
     /// NARs and signed Guix export streams.
     #[command(subcommand)]
     Archive(ArchiveCommand),
+    /// The build hook guix-daemon runs (as `$GUIX offload SYSTEM MAX_SILENT
+    /// PRINT_BUILD_TRACE BUILD_TIMEOUT`, through deploy/guix-dispatcher).
+    ///
+    /// Reads the daemon's requests on stdin and answers `# accept`,
+    /// `# decline` or `# postpone`; builds accepted derivations on an
+    /// agent, copies the build log to fd 4 and registers the outputs in
+    /// the daemon's store. Exit status: 0 built, 100 build failed, 101
+    /// timed out, 1 anything else. Configuration comes from the daemon's
+    /// environment: GUIX_CONFIGURATION_DIRECTORY (signing-key.sec, acl,
+    /// machines.scm), GUIX_STATE_DIRECTORY (slots under offload/),
+    /// GUIX_DATABASE_DIRECTORY, NIX_STORE_DIR, OFFLOAD_MASTER_SOCKET
+    /// (`serve`'s socket) and OFFLOAD_DISCOVER_MS (how long to browse for
+    /// agents when `serve` is not running).
+    Hook {
+        /// The daemon's system, e.g. x86_64-linux.
+        system: String,
+        /// Seconds of silence allowed (0: no limit).
+        max_silent: u64,
+        /// `1` or `true`: print `@ build-remote` traces.
+        print_build_trace: String,
+        /// Seconds a build may take (0: no limit).
+        build_timeout: u64,
+    },
     /// Print the static build machines: machines.scm evaluated as Guix does.
     ///
     /// Warnings (deprecated fields, a file that is not a list of machines) go
@@ -266,6 +289,20 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Key(cmd) => key::run(cmd),
         Command::Archive(cmd) => archive::run(cmd),
         Command::SelfCheck { count } => self_check(count),
+        Command::Hook {
+            system,
+            max_silent,
+            print_build_trace,
+            build_timeout,
+        } => {
+            let args = crate::hook::Args {
+                system,
+                max_silent_secs: max_silent,
+                trace: crate::hook::request::trace_flag(&print_build_trace),
+                timeout_secs: build_timeout,
+            };
+            Ok(crate::hook::run(args, crate::hook::Setup::from_env()?))
+        }
         Command::Machines {
             file,
             format,
@@ -358,52 +395,21 @@ fn status(
 ) -> anyhow::Result<u8> {
     let file =
         machines.unwrap_or_else(|| offload_files::paths::guix_config_dir().join("machines.scm"));
-    let loaded = crate::machines::load::load(&file, crate::machines::load::EvaluatorChoice::Auto)?;
-    let acl_path = acl.unwrap_or_else(offload_files::paths::default_acl);
-    let acl = match offload_files::acl_file::load(&acl_path) {
-        Ok(acl) => acl,
-        Err(offload_files::acl_file::Error::Missing(_)) => {
-            eprintln!(
-                "offload-master: warning: no ACL at {}: no discovered agent is authorized",
-                acl_path.display()
-            );
-            offload_core::acl::Acl::default()
-        }
-        Err(e) => return Err(e.into()),
+    let acl = acl.unwrap_or_else(offload_files::paths::default_acl);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let sources = crate::snapshot::Sources {
+        machines: &file,
+        acl: &acl,
+        key,
+        browse: std::time::Duration::from_millis(discover_ms),
+        interfaces,
     };
-    let (adverts, warnings) =
-        crate::discover::browse(std::time::Duration::from_millis(discover_ms), interfaces)?;
-    for warning in loaded.warnings.iter().chain(&warnings) {
+    let (pool, _, warnings) = crate::snapshot::take(&sources, &runtime)?;
+    for warning in warnings {
         eprintln!("offload-master: {warning}");
-    }
-    let mut pool = crate::pool::Pool::default();
-    pool.set_static(&loaded.machines);
-    for advert in adverts {
-        let authorized = advert
-            .key
-            .as_deref()
-            .is_some_and(|k| acl.contains_fingerprint(k));
-        pool.discovered(advert, authorized, 0);
-    }
-    // Health comes from an authenticated link to each agent.
-    match offload_files::key_file::load_secret(key) {
-        Ok(key) => {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()?;
-            let outcomes = runtime.block_on(crate::links::probe_all(
-                pool.link_targets(),
-                std::sync::Arc::new(key),
-                std::sync::Arc::new(acl.clone()),
-            ));
-            for (target, outcome) in outcomes {
-                pool.report_link(&target, outcome, 0);
-            }
-        }
-        Err(e) => eprintln!(
-            "offload-master: warning: {e}: health unknown (no link to any agent without our key; pass --key or ask a running `offload-master serve`)"
-        ),
     }
     print!(
         "{}",

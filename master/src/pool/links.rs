@@ -63,7 +63,7 @@ pub struct LiveStatus {
 }
 
 /// Which machine a link belongs to.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum TargetId {
     /// A discovered agent (possibly merged with a static entry).
     Instance(String),
@@ -77,7 +77,7 @@ pub enum TargetId {
 }
 
 /// Where to connect for a machine, and which key to expect.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LinkTarget {
     /// The machine.
     pub id: TargetId,
@@ -125,6 +125,13 @@ fn is(m: &Machine, id: &TargetId) -> bool {
                     .as_ref()
                     .is_some_and(|s| s.name == *name && s.port == *port)
         }
+    }
+}
+
+impl Machine {
+    /// Where to reach this machine's agent, if anywhere.
+    pub fn link_target(&self) -> Option<LinkTarget> {
+        target_of(self)
     }
 }
 
@@ -177,12 +184,18 @@ impl Pool {
                 m.live.disk = Some(s.disk);
                 m.live.draining = s.draining;
                 m.live.last_seen_ms = Some(now_ms);
+                m.live.unreachable_since_ms = None;
                 if m.advert.is_some() || matches!(m.live.health, Health::Unhealthy { .. }) {
                     m.live.health = Health::Healthy;
                 }
                 self.join_static(i);
             }
             Err((kind, reason)) => {
+                if kind == LinkFailure::Unreachable {
+                    m.live.unreachable_since_ms.get_or_insert(now_ms);
+                } else {
+                    m.live.unreachable_since_ms = None;
+                }
                 m.live.link = Link::Failed { kind, reason };
                 m.live.free_slots = None;
                 m.live.load = None;

@@ -1,0 +1,538 @@
+//! `offload-master hook SYSTEM MAX_SILENT PRINT_BUILD_TRACE BUILD_TIMEOUT`:
+//! the build hook `guix-daemon` spawns as `$GUIX offload …` (spec §1–§2).
+//!
+//! The daemon writes one request line at a time on stdin; the hook answers
+//! `# accept`, `# decline` or `# postpone` on stdout (stdout and stderr are
+//! one pipe to the daemon, which forwards every other line to its client,
+//! so no other line ever starts with `# `). After `# accept` the daemon
+//! writes two lines (the inputs, the missing outputs) and closes stdin;
+//! the hook builds remotely, copies the build log raw to fd 4, registers
+//! the outputs directly in the daemon's store and database (the daemon
+//! holds their locks, so its own import would deadlock) and exits 0, 100
+//! (the build failed), 101 (it timed out) or 1 (anything else).
+//!
+//! Decisions come from `offload-master serve` over its socket when it runs
+//! (no mDNS wait here); otherwise from machines.scm, a short mDNS browse
+//! and one link to each agent. A machine is used only once this process
+//! holds one of its Guile-compatible slot locks *and* a lease from its
+//! agent. A machine lost before the outputs are home is reported to
+//! `serve` (which avoids it for a while) and the build goes to the next.
+//!
+//! Killed at any point (the daemon kills the process group), the kernel
+//! drops the slot lock, the agent drops the lease with the connection, and
+//! the store holds no partial item.
+
+pub mod plan;
+pub mod request;
+pub mod slots;
+
+use std::io::{BufRead, Read, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use offload_core::acl::Acl;
+use offload_core::keys::SecretKey;
+use offload_core::store_path::{StoreDir, StorePath};
+use offload_store::spec::StoreSpec;
+use offload_store::store::Store;
+
+use crate::agent_link::AgentLink;
+use crate::transfer::{self, Done, Job};
+use plan::{Ask, Choice, Plan};
+use request::BuildRequest;
+use slots::{Slot, Slots};
+
+/// Exit status: the build failed (the daemon's permanent failure).
+pub const EXIT_BUILD_FAILED: u8 = 100;
+/// Exit status: the build timed out.
+pub const EXIT_TIMED_OUT: u8 = 101;
+/// Exit status: anything else.
+pub const EXIT_HOOK_FAILED: u8 = 1;
+/// Machines tried for one accepted build before giving up.
+pub const MAX_ATTEMPTS: usize = 3;
+/// How long a machine that lost a build is avoided.
+pub const LOST_BACKOFF_MS: u64 = 60_000;
+
+/// The four arguments the daemon passes.
+#[derive(Clone, Debug)]
+pub struct Args {
+    /// The daemon's system.
+    pub system: String,
+    /// Silence allowed, seconds (0: unlimited).
+    pub max_silent_secs: u64,
+    /// Print `@ build-remote` traces.
+    pub trace: bool,
+    /// Build time allowed, seconds (0: unlimited).
+    pub timeout_secs: u64,
+}
+
+/// Where things are, from the daemon's environment.
+#[derive(Clone, Debug)]
+pub struct Setup {
+    /// The logical store directory (`NIX_STORE_DIR`, else `/gnu/store`).
+    pub store_dir: StoreDir,
+    /// The daemon's store and database, written directly.
+    pub store: StoreSpec,
+    /// `GUIX_STATE_DIRECTORY` (slots live under its `offload/`).
+    pub state_dir: PathBuf,
+    /// Our signing key.
+    pub key: PathBuf,
+    /// The ACL outputs must be signed under.
+    pub acl: PathBuf,
+    /// machines.scm.
+    pub machines: PathBuf,
+    /// `serve`'s socket.
+    pub socket: PathBuf,
+    /// How long to browse for agents without `serve`.
+    pub browse: Duration,
+}
+
+impl Setup {
+    /// From the environment the daemon passes on (Guix's variables, plus
+    /// `OFFLOAD_MASTER_SOCKET` and `OFFLOAD_DISCOVER_MS`).
+    pub fn from_env() -> anyhow::Result<Self> {
+        use offload_files::paths;
+        let store_dir = match std::env::var("NIX_STORE_DIR") {
+            Ok(d) if !d.is_empty() => {
+                StoreDir::new(&d).map_err(|e| anyhow::anyhow!("NIX_STORE_DIR={d:?}: {e}"))?
+            }
+            _ => StoreDir::default(),
+        };
+        let socket = std::env::var_os("OFFLOAD_MASTER_SOCKET")
+            .filter(|s| !s.is_empty())
+            .map_or_else(
+                || PathBuf::from(paths::DEFAULT_MASTER_SOCKET),
+                PathBuf::from,
+            );
+        let browse_ms = match std::env::var("OFFLOAD_DISCOVER_MS") {
+            Ok(v) => v
+                .parse::<u64>()
+                .map_err(|e| anyhow::anyhow!("OFFLOAD_DISCOVER_MS={v:?}: {e}"))?,
+            Err(_) => 1500,
+        };
+        Ok(Self {
+            store_dir,
+            store: StoreSpec::Local {
+                state_dir: paths::guix_state_dir(),
+                db_dir: paths::guix_database_dir(),
+            },
+            state_dir: paths::guix_state_dir(),
+            key: paths::default_secret_key(),
+            acl: paths::default_acl(),
+            machines: paths::guix_config_dir().join("machines.scm"),
+            socket,
+            browse: Duration::from_millis(browse_ms),
+        })
+    }
+}
+
+/// A line for the daemon's client (never mistaken for a reply).
+#[allow(clippy::print_stderr)]
+fn note(line: &str) {
+    for l in line.lines() {
+        if l.starts_with("# ") {
+            eprintln!(" {l}");
+        } else {
+            eprintln!("{l}");
+        }
+    }
+}
+
+/// The reply, flushed.
+fn reply(word: &str) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "# {word}")?;
+    out.flush()
+}
+
+/// Read one line of at most `max` bytes (without its `\n`); `None` at EOF.
+fn read_line(r: &mut impl BufRead, max: u64, what: &str) -> anyhow::Result<Option<String>> {
+    let mut buf = Vec::new();
+    r.take(max + 1).read_until(b'\n', &mut buf)?;
+    if buf.is_empty() {
+        return Ok(None);
+    }
+    if buf.last() == Some(&b'\n') {
+        buf.pop();
+    } else if buf.len() as u64 > max {
+        anyhow::bail!("{what} longer than {max} bytes");
+    }
+    Ok(Some(
+        String::from_utf8(buf).map_err(|_| anyhow::anyhow!("{what} is not UTF-8"))?,
+    ))
+}
+
+/// Where the plan comes from.
+enum Planner {
+    /// A running `serve`.
+    Serve(PathBuf),
+    /// Our own look, taken once per process and reused for a while.
+    Own {
+        pool: Option<(crate::pool::Pool, Instant)>,
+    },
+}
+
+/// How long our own look at the pool is reused (declines and postpones
+/// keep the process for the next request).
+const OWN_LOOK_TTL: Duration = Duration::from_secs(5);
+
+struct Hook {
+    args: Args,
+    setup: Setup,
+    runtime: tokio::runtime::Runtime,
+    key: Arc<SecretKey>,
+    acl: Arc<Acl>,
+    planner: Planner,
+    slots: Slots,
+}
+
+/// Run the hook on this process's stdin/stdout/stderr and fd 4; the exit
+/// status.
+pub fn run(args: Args, setup: Setup) -> u8 {
+    match Hook::new(args, setup).and_then(|mut h| h.serve_requests()) {
+        Ok(code) => code,
+        Err(e) => {
+            note(&format!(
+                "offload-master hook: error: {}",
+                offload_core::report::error_chain(e.as_ref())
+            ));
+            EXIT_HOOK_FAILED
+        }
+    }
+}
+
+impl Hook {
+    fn new(args: Args, setup: Setup) -> anyhow::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let key = Arc::new(offload_files::key_file::load_secret(&setup.key)?);
+        let acl = match offload_files::acl_file::load(&setup.acl) {
+            Ok(acl) => acl,
+            Err(offload_files::acl_file::Error::Missing(_)) => Acl::default(),
+            Err(e) => return Err(e.into()),
+        };
+        let planner = if std::os::unix::net::UnixStream::connect(&setup.socket).is_ok() {
+            Planner::Serve(setup.socket.clone())
+        } else {
+            Planner::Own { pool: None }
+        };
+        Ok(Self {
+            slots: Slots::new(&setup.state_dir),
+            args,
+            setup,
+            runtime,
+            key,
+            acl: Arc::new(acl),
+            planner,
+        })
+    }
+
+    fn serve_requests(&mut self) -> anyhow::Result<u8> {
+        let mut stdin = std::io::stdin().lock();
+        loop {
+            let Some(line) = read_line(&mut stdin, request::MAX_REQUEST_LINE, "request line")?
+            else {
+                return Ok(0);
+            };
+            let req = request::parse_request(&line, &self.setup.store_dir)?;
+            match self.plan(&req)? {
+                Plan::Decline(why) => {
+                    tracing::info!(drv = %req.drv, "decline: {why}");
+                    note(&format!("not offloading '{}': {why}", req.drv));
+                    reply("decline")?;
+                }
+                Plan::Postpone(why) => {
+                    tracing::info!(drv = %req.drv, "postpone: {why}");
+                    reply("postpone")?;
+                }
+                Plan::Accept(choices) => match self.claim(&choices, &[]) {
+                    None => reply("postpone")?,
+                    Some(claim) => {
+                        reply("accept")?;
+                        return self.accepted(&req, &mut stdin, claim, choices);
+                    }
+                },
+            }
+        }
+    }
+
+    fn plan(&mut self, req: &BuildRequest) -> anyhow::Result<Plan> {
+        let ask = Ask {
+            system: &req.system,
+            features: &req.features,
+            local_slot_free: req.local_slot_free,
+        };
+        match &mut self.planner {
+            Planner::Serve(socket) => match crate::serve::ask_plan(socket, &ask) {
+                Ok(plan) => return Ok(plan),
+                Err(e) => {
+                    tracing::warn!("offload-master serve did not answer ({e}); looking by myself");
+                    self.planner = Planner::Own { pool: None };
+                }
+            },
+            Planner::Own { .. } => {}
+        }
+        let Planner::Own { pool } = &mut self.planner else {
+            unreachable!("set above");
+        };
+        if pool
+            .as_ref()
+            .is_none_or(|(_, at)| at.elapsed() > OWN_LOOK_TTL)
+        {
+            let sources = crate::snapshot::Sources {
+                machines: &self.setup.machines,
+                acl: &self.setup.acl,
+                key: &self.setup.key,
+                browse: self.setup.browse,
+                interfaces: &[],
+            };
+            let (p, _, warnings) = crate::snapshot::take(&sources, &self.runtime)?;
+            for w in warnings {
+                tracing::warn!("{w}");
+            }
+            *pool = Some((p, Instant::now()));
+        }
+        let (p, _) = pool.as_ref().expect("filled above");
+        // Without `serve` there is no memory of earlier failures: a
+        // machine that did not answer just now counts as lost.
+        Ok(plan::plan(p, &ask, 0, 0, seed()))
+    }
+
+    /// A slot lock and a lease on the first machine of `choices` (not in
+    /// `skip`) that grants both.
+    fn claim(&mut self, choices: &[Choice], skip: &[String]) -> Option<Claim> {
+        for choice in choices.iter().filter(|c| !skip.contains(&c.name)) {
+            let slot = match self
+                .slots
+                .acquire(&choice.slot_name, choice.slot_port, choice.slots)
+            {
+                Ok(Some(slot)) => slot,
+                Ok(None) => continue,
+                Err(e) => {
+                    note(&format!(
+                        "offload-master hook: cannot lock a build slot of '{}' under {}: {e}",
+                        choice.name,
+                        self.setup.state_dir.join("offload").display()
+                    ));
+                    continue;
+                }
+            };
+            let (key, acl, target) = (
+                Arc::clone(&self.key),
+                Arc::clone(&self.acl),
+                choice.target.clone(),
+            );
+            let linked = self.runtime.block_on(async move {
+                let link = crate::links::connect(&target, &key, acl).await?;
+                match link.lease().await {
+                    Ok(lease) => Ok((link, lease)),
+                    Err(e) => {
+                        link.close().await;
+                        Err(e)
+                    }
+                }
+            });
+            match linked {
+                Ok((link, lease)) => {
+                    return Some(Claim {
+                        choice: choice.clone(),
+                        slot,
+                        link,
+                        lease,
+                    });
+                }
+                Err(e) => {
+                    tracing::info!(machine = %choice.name, "not used: {e}");
+                    self.slots.release(slot);
+                }
+            }
+        }
+        None
+    }
+
+    fn accepted(
+        &mut self,
+        req: &BuildRequest,
+        stdin: &mut impl BufRead,
+        first: Claim,
+        choices: Vec<Choice>,
+    ) -> anyhow::Result<u8> {
+        let dir = self.setup.store_dir.clone();
+        let inputs = read_line(stdin, request::MAX_PATHS_LINE, "inputs line")?
+            .ok_or_else(|| anyhow::anyhow!("the daemon closed stdin before the inputs line"))?;
+        let outputs = read_line(stdin, request::MAX_PATHS_LINE, "outputs line")?
+            .ok_or_else(|| anyhow::anyhow!("the daemon closed stdin before the outputs line"))?;
+        let inputs = request::parse_paths(&inputs, &dir)?;
+        let outputs = request::parse_paths(&outputs, &dir)?;
+        let job = Job {
+            drv: &req.drv,
+            inputs: &inputs,
+            outputs: &outputs,
+            max_silent_secs: self.args.max_silent_secs,
+            timeout_secs: self.args.timeout_secs,
+        };
+        let mut store = self
+            .runtime
+            .block_on(Store::open(&self.setup.store, dir))
+            .map_err(|e| {
+                anyhow::anyhow!("opening the daemon's store ({}): {e}", self.setup.store)
+            })?;
+        let mut sink = HookSink::new(&req.drv, self.args.trace);
+        let mut tried: Vec<String> = Vec::new();
+        let mut claim = Some(first);
+        while let Some(c) = claim.take() {
+            tried.push(c.choice.name.clone());
+            sink.machine = c.choice.name.clone();
+            let Claim {
+                choice,
+                slot,
+                link,
+                lease,
+            } = c;
+            let (key, acl) = (Arc::clone(&self.key), Arc::clone(&self.acl));
+            let result = self.runtime.block_on(async {
+                let remote = transfer::Remote {
+                    link: &link,
+                    lease,
+                    name: &choice.name,
+                };
+                let mut home = transfer::Home {
+                    store: &mut store,
+                    key: &key,
+                    acl: &acl,
+                };
+                let r = transfer::offload(&remote, &job, &mut home, &mut sink).await;
+                let _ = tokio::time::timeout(Duration::from_secs(2), link.release(lease.id)).await;
+                link.close().await;
+                r
+            });
+            self.slots.release(slot);
+            match result {
+                Ok(Done::Built(_)) => {
+                    note(&format!("done with offloaded '{}'", req.drv));
+                    return Ok(0);
+                }
+                Ok(Done::Failed {
+                    timed_out, message, ..
+                }) => {
+                    note(&format!(
+                        "derivation '{}' offloaded to '{}' failed: {message}",
+                        req.drv, choice.name
+                    ));
+                    return Ok(if timed_out {
+                        EXIT_TIMED_OUT
+                    } else {
+                        EXIT_BUILD_FAILED
+                    });
+                }
+                Err(e) if e.can_fail_over() && tried.len() < MAX_ATTEMPTS => {
+                    note(&format!(
+                        "lost '{}' while building '{}': {e}; trying another machine",
+                        choice.name, req.drv
+                    ));
+                    self.lost(&choice.name);
+                    claim = self.claim(&choices, &tried);
+                    if claim.is_none() {
+                        // Ask again: the pool may know other machines by now.
+                        if let Ok(Plan::Accept(more)) = self.plan(req) {
+                            claim = self.claim(&more, &tried);
+                        }
+                    }
+                    if claim.is_none() {
+                        anyhow::bail!(
+                            "no other machine could take '{}' after losing '{}'",
+                            req.drv,
+                            choice.name
+                        );
+                    }
+                }
+                Err(e) => {
+                    if e.can_fail_over() {
+                        self.lost(&choice.name);
+                    }
+                    anyhow::bail!("offloading '{}' to '{}': {e}", req.drv, choice.name);
+                }
+            }
+        }
+        anyhow::bail!("no machine to build '{}'", req.drv)
+    }
+
+    /// Tell `serve` that `name` lost a build (without `serve`, our own
+    /// plan forgets the machine for the rest of this process).
+    fn lost(&mut self, name: &str) {
+        match &mut self.planner {
+            Planner::Serve(socket) => {
+                if let Err(e) = crate::serve::report_lost(socket, name) {
+                    tracing::warn!("could not tell offload-master serve that {name} was lost: {e}");
+                }
+            }
+            Planner::Own { pool } => {
+                if let Some((p, _)) = pool {
+                    p.lost_build(name, 0, LOST_BACKOFF_MS);
+                }
+            }
+        }
+    }
+}
+
+fn seed() -> u64 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    t ^ u64::from(std::process::id())
+}
+
+struct Claim {
+    choice: Choice,
+    slot: Slot,
+    link: AgentLink,
+    lease: crate::agent_link::Lease,
+}
+
+/// Progress to stderr, the build log to fd 4.
+struct HookSink {
+    drv: String,
+    machine: String,
+    trace: bool,
+    log: Box<dyn Write + Send>,
+}
+
+impl HookSink {
+    fn new(drv: &StorePath, trace: bool) -> Self {
+        // fd 4 is the daemon's log pipe; opening it anew through /proc
+        // gives another descriptor of the same pipe (fd 4 itself stays
+        // open until we exit). Without it (run by hand), the log goes to
+        // stderr.
+        let log: Box<dyn Write + Send> = match std::fs::OpenOptions::new()
+            .write(true)
+            .open("/proc/self/fd/4")
+        {
+            Ok(f) => Box::new(f),
+            Err(_) => Box::new(std::io::stderr()),
+        };
+        Self {
+            drv: drv.to_string(),
+            machine: String::new(),
+            trace,
+            log,
+        }
+    }
+}
+
+impl transfer::Sink for HookSink {
+    fn message(&mut self, line: &str) {
+        note(line);
+    }
+
+    fn log(&mut self, bytes: &[u8]) {
+        let _ = self.log.write_all(bytes).and_then(|()| self.log.flush());
+    }
+
+    fn building(&mut self) {
+        if self.trace {
+            note(&format!("@ build-remote {} {}", self.drv, self.machine));
+        }
+    }
+}

@@ -1,0 +1,509 @@
+//! A Guix daemon host for hook tests: what `guix-daemon` gives its build
+//! hook, reproduced exactly (spec §1–§2 and the transcript recorded from a
+//! real guix-daemon in `../shared/peers/guix-daemon/hook-transcript.txt`).
+//!
+//! * **The host**: a store whose items live in a temporary directory and
+//!   appear as `/gnu/store` inside a private mount namespace (a chroot
+//!   whose top-level directories are the host's, plus `gnu/store`), so
+//!   nothing is created under the real `/gnu`; a Guix-schema database;
+//!   `GUIX_STATE_DIRECTORY`, `GUIX_CONFIGURATION_DIRECTORY` (signing key,
+//!   ACL, machines.scm) — all under one temporary directory. The namespace
+//!   is held by a sleeping process started in a LAN host's network
+//!   namespace.
+//! * **The hook process**: `$GUIX offload SYSTEM MAX_SILENT TRACE TIMEOUT`
+//!   with `$GUIX` the project's `deploy/guix-dispatcher`, in its own session
+//!   (`setsid`), cwd `/`, the daemon's environment only, fd 0 a pipe of
+//!   requests, fds 1 and 2 one pipe back, fd 4 the build-log pipe, nothing
+//!   else open.
+//! * **The daemon's side of the protocol**: request lines (`L SYSTEM DRV
+//!   FEATURES`, a trailing space without features), replies read up to the
+//!   first line starting with `# `, the two lines after `# accept` (the
+//!   `.drv` closure plus the inputs' closure, then the missing outputs,
+//!   each path followed by a space, byte-wise sorted), then EOF on stdin.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::Duration;
+
+use offload_core::derivation::Derivation;
+use offload_core::keys::SecretKey;
+use offload_core::store_path::{StoreDir, StorePath};
+use offload_store::db::Db;
+use offload_store::local::{LocalStore, Signatures};
+use offload_store::store::Store;
+
+use crate::lan::Lan;
+
+/// The mount namespace's set-up: a tmpfs root holding the host's
+/// top-level directories (bound) and `gnu/store` (the test's store).
+const NAMESPACE_SCRIPT: &str = r#"
+set -e
+R=$1; S=$2
+mount -t tmpfs -o mode=0755 offload-root "$R"
+own=${R#/}; own=${own%%/*}
+for e in /*; do
+  n=${e#/}
+  case "$n" in gnu|lost+found) continue;; esac
+  if [ -L "$e" ]; then
+    ln -s "$(readlink "$e")" "$R/$n"
+  elif [ -d "$e" ]; then
+    mkdir "$R/$n"
+    if [ "$n" = "$own" ]; then mount --bind "$e" "$R/$n"; else mount --rbind "$e" "$R/$n"; fi
+  fi
+done
+mkdir -p "$R/gnu/store"
+mount --bind "$S" "$R/gnu/store"
+cd "$R"
+exec chroot "$R" /bin/sleep 1000000
+"#;
+
+/// A daemon host on host `i` of a LAN.
+pub struct GuixHost {
+    dir: tempfile::TempDir,
+    holder: u32,
+    /// The host's signing key (the master's).
+    pub key: Arc<SecretKey>,
+    env: Vec<(String, String)>,
+}
+
+impl GuixHost {
+    /// A host on `lan`'s host `i`, its key generated, its ACL empty.
+    pub fn new(lan: &Lan, i: usize) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("guix-host-")
+            .tempdir()
+            .expect("tempdir");
+        let d = dir.path();
+        for sub in ["store", "var/db", "etc", "root", "var/log"] {
+            std::fs::create_dir_all(d.join(sub)).expect("mkdir");
+        }
+        Db::open_or_create(&d.join("var/db")).expect("create the database");
+        crate::run_ok(
+            crate::offload("offload-master")
+                .args(["key", "generate", "--dir"])
+                .arg(d.join("etc")),
+            b"",
+        );
+        let key = Arc::new(
+            offload_files::key_file::load_secret(&d.join("etc/signing-key.sec")).expect("key"),
+        );
+        let mut cmd = lan.command(i, "unshare");
+        cmd.args(["-m", "--propagation", "private", "/bin/sh", "-c"])
+            .arg(NAMESPACE_SCRIPT)
+            .arg("sh")
+            .arg(d.join("root"))
+            .arg(d.join("store"));
+        let holder = lan.spawn(cmd);
+        let ready = crate::agents::wait_for(Duration::from_secs(10), || {
+            Path::new(&format!("/proc/{holder}/root/gnu/store")).is_dir()
+        });
+        assert!(
+            ready,
+            "the mount namespace of the daemon host did not come up"
+        );
+        let s = |p: &Path| p.display().to_string();
+        let env = vec![
+            ("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()),
+            ("HOME".into(), "/root".into()),
+            ("LANG".into(), "C.UTF-8".into()),
+            ("NIX_STORE_DIR".into(), "/gnu/store".into()),
+            ("GUIX_STATE_DIRECTORY".into(), s(&d.join("var"))),
+            ("GUIX_DATABASE_DIRECTORY".into(), s(&d.join("var/db"))),
+            ("GUIX_LOG_DIRECTORY".into(), s(&d.join("var/log"))),
+            ("GUIX_CONFIGURATION_DIRECTORY".into(), s(&d.join("etc"))),
+            ("GUIX".into(), s(&dispatcher())),
+            ("OFFLOAD_MASTER".into(), s(&crate::bin("offload-master"))),
+            ("OFFLOAD_MASTER_SOCKET".into(), s(&d.join("master.sock"))),
+            ("RUST_LOG".into(), "warn".into()),
+        ];
+        Self {
+            dir,
+            holder,
+            key,
+            env,
+        }
+    }
+
+    /// The directory holding everything.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `GUIX_CONFIGURATION_DIRECTORY`.
+    pub fn etc(&self) -> PathBuf {
+        self.dir().join("etc")
+    }
+
+    /// `GUIX_STATE_DIRECTORY`.
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir().join("var")
+    }
+
+    /// Where `serve` listens for the hooks.
+    pub fn socket(&self) -> PathBuf {
+        self.dir().join("master.sock")
+    }
+
+    /// Set (or replace) a variable of the daemon's environment.
+    pub fn set_env(&mut self, name: &str, value: &str) {
+        self.env.retain(|(k, _)| k != name);
+        self.env.push((name.into(), value.into()));
+    }
+
+    /// Trust `keys` (the agents' public keys): the host's ACL.
+    pub fn authorize(&self, keys: &[&Path]) {
+        for k in keys {
+            crate::run_ok(
+                crate::offload("offload-master")
+                    .args(["key", "authorize", "--acl"])
+                    .arg(self.etc().join("acl")),
+                &std::fs::read(k).expect("public key"),
+            );
+        }
+    }
+
+    /// The host's store, opened by the test itself.
+    pub fn store(&self) -> Store {
+        let db = Db::open(&self.dir().join("var/db/db.sqlite")).expect("open the database");
+        Store::Local(Arc::new(LocalStore::new(
+            StoreDir::default(),
+            self.dir().join("store"),
+            db,
+        )))
+    }
+
+    /// Register an export stream (the test's derivations and sources) as
+    /// `guix build` would have made them.
+    pub async fn seed(&self, stream: &[u8]) {
+        self.store()
+            .import(stream, Signatures::Ignore, &mut |_| {})
+            .await
+            .expect("seed the daemon host's store");
+    }
+
+    /// `offload-master serve` for this host on `lan`'s host `i`: its
+    /// command (add flags, then `lan.spawn`).
+    pub fn serve_command(&self, lan: &Lan, i: usize) -> Command {
+        let mut cmd = lan.command(i, crate::bin("offload-master"));
+        cmd.env("RUST_LOG", "warn")
+            .arg("serve")
+            .arg("--socket")
+            .arg(self.socket())
+            .arg("--machines")
+            .arg(self.etc().join("machines.scm"))
+            .arg("--acl")
+            .arg(self.etc().join("acl"))
+            .arg("--key")
+            .arg(self.etc().join("signing-key.sec"))
+            .args(["--interface", &lan.hosts()[i].iface]);
+        cmd
+    }
+
+    /// Start a hook exactly as guix-daemon does, with the four arguments.
+    pub fn spawn_hook(&self, args: [&str; 4]) -> HookProcess {
+        let (out_r, out_w) = std::io::pipe().expect("pipe");
+        let (log_r, log_w) = std::io::pipe().expect("pipe");
+        let mut cmd = Command::new("nsenter");
+        cmd.args(["-t", &self.holder.to_string(), "-m", "-n", "-r", "-w", "--"])
+            .arg(dispatcher())
+            .arg("offload")
+            .args(args)
+            .env_clear()
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .current_dir("/")
+            .stdin(Stdio::piped())
+            .stdout(out_w.try_clone().expect("dup"))
+            .stderr(out_w);
+        let log_fd = log_w.as_raw_fd();
+        {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: only async-signal-safe calls (setsid, dup2, fcntl,
+            // prctl) between fork and exec.
+            #[allow(unsafe_code)]
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setsid() < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    if log_fd == 4 {
+                        if libc::fcntl(4, libc::F_SETFD, 0) < 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                    } else if libc::dup2(log_fd, 4) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let mut child = cmd.spawn().expect("start the hook");
+        drop(cmd);
+        drop(log_w);
+        let stdin = child.stdin.take();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out_r).split(b'\n') {
+                let Ok(line) = line else { break };
+                if tx
+                    .send(String::from_utf8_lossy(&line).into_owned())
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        });
+        let log = std::thread::spawn(move || {
+            let mut all = Vec::new();
+            let _ = BufReader::new(log_r).read_to_end(&mut all);
+            all
+        });
+        HookProcess {
+            child,
+            stdin,
+            lines,
+            log: Some(log),
+            chatter: Vec::new(),
+        }
+    }
+
+    /// The two lines guix-daemon writes after `# accept` for `drv`: every
+    /// path of the `.drv`'s closure and of its inputs' closure, then its
+    /// outputs not valid yet; each byte-wise sorted.
+    pub async fn accept_lines(&self, drv: &str) -> (Vec<String>, Vec<String>) {
+        let mut store = self.store();
+        let parse = |p: &str| StorePath::parse(p).expect("store path");
+        let read_drv = |p: &str| {
+            let text = std::fs::read(self.dir().join("store").join(parse(p).base()))
+                .expect("read the .drv");
+            Derivation::parse(&text).expect("parse the .drv")
+        };
+        let d = read_drv(drv);
+        let mut roots = vec![parse(drv)];
+        for (input, wanted) in &d.input_drvs {
+            let input_drv = read_drv(input);
+            for name in wanted {
+                roots.push(parse(&input_drv.outputs[name].path));
+            }
+        }
+        roots.extend(d.input_srcs.iter().map(|s| parse(s)));
+        let inputs: BTreeSet<String> = store
+            .closure(&roots)
+            .await
+            .expect("closure of the inputs (are they built?)")
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        let mut outputs = BTreeSet::new();
+        for o in d.outputs.values() {
+            if store
+                .path_info(&parse(&o.path))
+                .await
+                .expect("db")
+                .is_none()
+            {
+                outputs.insert(o.path.clone());
+            }
+        }
+        (inputs.into_iter().collect(), outputs.into_iter().collect())
+    }
+
+    /// Build `drv` through a fresh hook as the daemon would, answering
+    /// postpones by asking again (up to `patience`). Declines are refused.
+    pub async fn offload(&self, drv: &str, features: &[&str], patience: Duration) -> HookEnd {
+        let system = crate::current_system();
+        let deadline = std::time::Instant::now() + patience;
+        let mut hook = self.spawn_hook([&system, "0", "1", "0"]);
+        loop {
+            let line = request_line(true, &system, drv, features);
+            match hook.ask(&line).as_str() {
+                "accept" => break,
+                "postpone" if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(250));
+                }
+                other => {
+                    let end = hook.finish();
+                    panic!("the hook answered {other:?} for {drv}: {:?}", end.chatter);
+                }
+            }
+        }
+        let (inputs, outputs) = self.accept_lines(drv).await;
+        hook.send_paths(&inputs, &outputs);
+        hook.finish()
+    }
+
+    /// The output paths of `drv`, by name.
+    pub fn outputs_of(&self, drv: &str) -> BTreeMap<String, String> {
+        let base = StorePath::parse(drv).expect("drv path");
+        let text = std::fs::read(self.dir().join("store").join(base.base())).expect("read drv");
+        Derivation::parse(&text)
+            .expect("parse drv")
+            .outputs
+            .into_iter()
+            .map(|(k, o)| (k, o.path))
+            .collect()
+    }
+
+    /// Whether `path` is valid in the host's store.
+    pub fn has(&self, path: &str) -> bool {
+        let db = Db::open(&self.dir().join("var/db/db.sqlite")).expect("db");
+        db.is_valid(&StorePath::parse(path).expect("path"))
+            .expect("query")
+    }
+}
+
+/// The project's `deploy/guix-dispatcher`.
+pub fn dispatcher() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/guix-dispatcher")
+}
+
+/// `L SYSTEM DRV FEATURES` as guix-daemon formats it (`%1% %2% %3% %4%`).
+pub fn request_line(local_free: bool, system: &str, drv: &str, features: &[&str]) -> String {
+    format!(
+        "{} {system} {drv} {}",
+        if local_free { 1 } else { 0 },
+        features.join(",")
+    )
+}
+
+/// A running hook.
+pub struct HookProcess {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<String>,
+    log: Option<std::thread::JoinHandle<Vec<u8>>>,
+    /// Lines that were not replies, in order.
+    pub chatter: Vec<String>,
+}
+
+/// How a hook ended.
+#[derive(Debug)]
+pub struct HookEnd {
+    /// Its exit status.
+    pub status: ExitStatus,
+    /// Everything it wrote on stdout/stderr that was not a reply.
+    pub chatter: Vec<String>,
+    /// Everything it wrote on fd 4.
+    pub log: Vec<u8>,
+}
+
+impl HookEnd {
+    /// The exit code (`None`: killed by a signal).
+    pub fn code(&self) -> Option<i32> {
+        self.status.code()
+    }
+}
+
+impl HookProcess {
+    /// Its pid (also its process group and session).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Send a request line; the reply word (`accept`, `decline`,
+    /// `postpone`, or whatever followed `# `). Lines before it are kept
+    /// as chatter.
+    pub fn ask(&mut self, line: &str) -> String {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        stdin
+            .write_all(format!("{line}\n").as_bytes())
+            .and_then(|()| stdin.flush())
+            .expect("write the request");
+        loop {
+            match self.lines.recv_timeout(Duration::from_secs(60)) {
+                Ok(l) => match l.strip_prefix("# ") {
+                    Some(word) => return word.to_owned(),
+                    None => self.chatter.push(l),
+                },
+                Err(RecvTimeoutError::Timeout) => {
+                    panic!("no reply within 60 s; chatter: {:?}", self.chatter)
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    return String::from("<EOF>");
+                }
+            }
+        }
+    }
+
+    /// The two lines after accept (each path followed by a space), then
+    /// EOF on stdin.
+    pub fn send_paths(&mut self, inputs: &[String], outputs: &[String]) {
+        let mut stdin = self.stdin.take().expect("stdin open");
+        let line = |paths: &[String]| paths.iter().map(|p| format!("{p} ")).collect::<String>();
+        let text = format!("{}\n{}\n", line(inputs), line(outputs));
+        stdin.write_all(text.as_bytes()).expect("write the paths");
+    }
+
+    /// Close stdin (the daemon is done with an idle hook).
+    pub fn close_stdin(&mut self) {
+        self.stdin = None;
+    }
+
+    /// Lines written so far that were not replies.
+    pub fn drain_chatter(&mut self) -> &[String] {
+        while let Ok(l) = self.lines.try_recv() {
+            self.chatter.push(l);
+        }
+        &self.chatter
+    }
+
+    /// Wait until a line containing `text` is written (up to `limit`).
+    pub fn wait_for_line(&mut self, text: &str, limit: Duration) -> bool {
+        let deadline = std::time::Instant::now() + limit;
+        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(l) => {
+                    let hit = l.contains(text);
+                    self.chatter.push(l);
+                    if hit {
+                        return true;
+                    }
+                }
+                Err(_) => return false,
+            }
+        }
+        false
+    }
+
+    /// SIGKILL its process group, as the daemon does.
+    pub fn kill_group(&self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.pid())])
+            .status();
+    }
+
+    /// Wait for it to exit; its status, chatter and log.
+    pub fn finish(mut self) -> HookEnd {
+        self.stdin = None;
+        let status = self.child.wait().expect("wait for the hook");
+        while let Ok(l) = self.lines.recv_timeout(Duration::from_secs(5)) {
+            self.chatter.push(l);
+        }
+        let log = self
+            .log
+            .take()
+            .map(|h| h.join().unwrap_or_default())
+            .unwrap_or_default();
+        HookEnd {
+            status,
+            chatter: std::mem::take(&mut self.chatter),
+            log,
+        }
+    }
+}
+
+impl Drop for HookProcess {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            self.kill_group();
+            let _ = self.child.wait();
+        }
+    }
+}
