@@ -12,6 +12,7 @@
 
 pub mod agent_link;
 pub mod cli;
+pub mod demo;
 pub mod discover;
 pub mod hook;
 pub mod links;

@@ -52,6 +52,15 @@ pub enum Command {
         /// Seconds a build may take (0: no limit).
         build_timeout: u64,
     },
+    /// The try-out: a private LAN of network namespaces, three agents on
+    /// embedded stores, a master discovering them, and a sample DAG built
+    /// through the hook; prints where each derivation went. Needs root;
+    /// leaves nothing behind.
+    Demo {
+        /// Print the facts as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the static build machines: machines.scm evaluated as Guix does.
     ///
     /// Warnings (deprecated fields, a file that is not a list of machines) go
@@ -289,6 +298,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Key(cmd) => key::run(cmd),
         Command::Archive(cmd) => archive::run(cmd),
         Command::SelfCheck { count } => self_check(count),
+        Command::Demo { json } => crate::demo::run(json),
         Command::Hook {
             system,
             max_silent,

@@ -410,7 +410,16 @@ impl Hook {
             });
             self.slots.release(slot);
             match result {
-                Ok(Done::Built(_)) => {
+                Ok(Done::Built(stats)) => {
+                    note(&format!(
+                        "offloaded '{}' to '{}': sent {} bytes, received {} bytes, build {:.3} s, transfer {:.3} s",
+                        req.drv,
+                        choice.name,
+                        stats.bytes_sent,
+                        stats.bytes_received,
+                        stats.build_secs,
+                        stats.transfer_secs
+                    ));
                     note(&format!("done with offloaded '{}'", req.drv));
                     return Ok(0);
                 }

@@ -12,6 +12,7 @@
 
 pub mod daemon;
 pub mod db;
+pub mod drv_maker;
 pub mod embedded;
 mod gc_lock;
 pub mod info;

@@ -207,6 +207,51 @@ impl LocalStore {
         }
     }
 
+    /// Register the text item `path` (a `.drv`, a script) holding
+    /// `contents` and referring to `references` (valid already), unless it
+    /// is valid; whether it was added.
+    pub fn add_text(
+        &self,
+        path: &StorePath,
+        contents: &[u8],
+        references: &[StorePath],
+    ) -> Result<bool, Error> {
+        let io = |source: io::Error| Error::Io {
+            path: self.real_path(path),
+            source,
+        };
+        let nar = {
+            let mut w = offload_core::nar::NarWriter::new(Vec::new())
+                .map_err(|e| io(io::Error::other(e.to_string())))?;
+            w.regular(None, false, contents.len() as u64, &mut &contents[..])
+                .map_err(|e| io(io::Error::other(e.to_string())))?;
+            w.finish()
+                .map_err(|e| io(io::Error::other(e.to_string())))?
+        };
+        let (nar_hash, nar_size) = {
+            let mut h = offload_core::hashing::HashingWriter::new(io::sink());
+            io::Write::write_all(&mut h, &nar).map_err(io)?;
+            h.take_hash()
+        };
+        let temp = self.temp_name()?;
+        let mut reader = offload_core::nar::NarReader::new(&nar[..], Default::default());
+        restore::restore(&mut reader, &temp).map_err(|e| io(io::Error::other(e.to_string())))?;
+        let trailer = Trailer {
+            path: path.clone(),
+            references: references.to_vec(),
+            deriver: None,
+            signature: None,
+            hash: nar_hash,
+            nar_hash,
+            nar_size,
+        };
+        let result = self.place(&trailer, &temp);
+        if !matches!(result, Ok(true)) {
+            let _ = atomic::remove_tree(&temp);
+        }
+        result
+    }
+
     /// Check the item's signature and store directory; the signer's
     /// fingerprint when signed by an authorised key.
     fn accept(&self, t: &Trailer, signatures: Signatures<'_>) -> Result<Option<String>, Error> {

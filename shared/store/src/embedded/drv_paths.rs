@@ -280,6 +280,30 @@ impl DrvHashes {
         Ok(outputs)
     }
 
+    /// Set the output paths of the input-addressed `drv`, named `name`,
+    /// and the environment variables named after them, as the daemons
+    /// compute them when a derivation is written (`load` reads inputs).
+    pub(crate) fn fill_outputs(
+        &mut self,
+        dir: &StoreDir,
+        name: &str,
+        drv: &mut Derivation,
+        load: &mut dyn FnMut(&str) -> Result<Derivation, String>,
+    ) -> Result<(), String> {
+        let h = self.modulo_hash(drv, true, load)?;
+        let names: Vec<String> = drv.outputs.keys().cloned().collect();
+        for o in names {
+            let path =
+                make_store_path(&format!("output:{o}"), &h, dir, &output_path_name(name, &o))?
+                    .to_string();
+            drv.env.insert(o.clone(), path.clone());
+            if let Some(out) = drv.outputs.get_mut(&o) {
+                out.path = path;
+            }
+        }
+        Ok(())
+    }
+
     /// `hashDerivationModulo(drv, mask)` for a non-fixed derivation: every
     /// input derivation is computed first (iteratively; `load` reads them).
     fn modulo_hash(

@@ -21,7 +21,7 @@
 pub mod build;
 mod canonical;
 mod claims;
-mod drv_paths;
+pub(crate) mod drv_paths;
 mod fresh;
 mod outputs;
 mod runner;
