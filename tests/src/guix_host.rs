@@ -204,18 +204,25 @@ impl GuixHost {
         cmd
     }
 
+    /// A command running `program` on the host (its network and mount
+    /// namespaces, cwd `/`) with the daemon's environment.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut cmd = Command::new("nsenter");
+        cmd.args(["-t", &self.holder.to_string(), "-m", "-n", "-r", "-w", "--"])
+            .arg(program)
+            .env_clear()
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .current_dir("/");
+        cmd
+    }
+
     /// Start a hook exactly as guix-daemon does, with the four arguments.
     pub fn spawn_hook(&self, args: [&str; 4]) -> HookProcess {
         let (out_r, out_w) = std::io::pipe().expect("pipe");
         let (log_r, log_w) = std::io::pipe().expect("pipe");
-        let mut cmd = Command::new("nsenter");
-        cmd.args(["-t", &self.holder.to_string(), "-m", "-n", "-r", "-w", "--"])
-            .arg(dispatcher())
-            .arg("offload")
+        let mut cmd = self.command(dispatcher());
+        cmd.arg("offload")
             .args(args)
-            .env_clear()
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .current_dir("/")
             .stdin(Stdio::piped())
             .stdout(out_w.try_clone().expect("dup"))
             .stderr(out_w);

@@ -1,0 +1,193 @@
+//! Against the real guix-daemon (`../shared/peers/guix-daemon`, built from
+//! Guix's own source): a Guile client from the peer's sources asks the
+//! daemon — its `GUIX` pointing at `deploy/guix-dispatcher` — to build a
+//! DAG of five derivations (one with outputs `out` and `lib`) with
+//! offloading on and no local build slot; our hook sends them to two
+//! agents on a namespace LAN; the daemon reports every one built, `guix gc
+//! --verify=contents` is clean, and each output lands under its name.
+//!
+//! Needs `../shared` (not in a fresh clone): run by `.ci/run` after the
+//! README's test command, as `OFFLOAD_GUIX_PEER=../shared/peers/guix-daemon
+//! cargo nextest run --profile peers`. The default profiles leave this
+//! binary out.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use offload_tests::agents::lan_agent;
+use offload_tests::guix_host::GuixHost;
+use offload_tests::lan::Lan;
+use offload_tests::{bin, run_ok};
+
+/// The peer, built once into `target/guix-peer`.
+fn peer() -> PathBuf {
+    let dir = std::env::var_os("OFFLOAD_GUIX_PEER")
+        .map(PathBuf::from)
+        .expect(
+            "OFFLOAD_GUIX_PEER must name ../shared/peers/guix-daemon (this test runs from .ci/run)",
+        );
+    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/guix-peer");
+    let status = std::process::Command::new(dir.join("build"))
+        .arg(&out)
+        .stdout(Stdio::null())
+        .status()
+        .expect("run the peer's build script");
+    assert!(status.success(), "building the guix-daemon peer failed");
+    out
+}
+
+const CLIENT: &str = r#"
+(use-modules (guix store) (guix derivations) (ice-9 format))
+(define (sh store name script inputs outputs)
+  (derivation store name "/bin/sh" (list "-c" script)
+              #:inputs (map derivation-input inputs)
+              #:outputs outputs))
+(with-store s
+  (set-build-options s #:offload? #t #:max-build-jobs 0 #:print-build-trace #t)
+  (let* ((base (sh s "e2e-base" "echo base > $out" '() '("out")))
+         (base-out (derivation->output-path base))
+         (two (sh s "e2e-two"
+                  (string-append "echo lib > $lib; echo out > $out; echo " base-out " >> $out")
+                  (list base) '("out" "lib")))
+         (a (sh s "e2e-a" (string-append "/bin/cat " base-out " > $out; echo a >> $out")
+                (list base) '("out")))
+         (b (sh s "e2e-b" (string-append "/bin/sleep 1; /bin/cat " base-out " > $out; echo b >> $out")
+                (list base) '("out")))
+         (top (sh s "e2e-top"
+                  (string-append "/bin/cat " (derivation->output-path a) " "
+                                 (derivation->output-path b) " "
+                                 (derivation->output-path two "lib") " > $out")
+                  (list a b two) '("out")))
+         (all (list base two a b top)))
+    (build-things s (map derivation-file-name all))
+    (for-each (lambda (d)
+                (for-each (lambda (o)
+                            (format #t "~a ~a ~a~%" (derivation-file-name d) (car o)
+                                    (derivation-output-path (cdr o))))
+                          (derivation-outputs d)))
+              all)))
+"#;
+
+#[test]
+fn the_real_guix_daemon_offloads_a_dag_through_our_hook_to_two_agents() {
+    let peer = peer();
+    let lan = Lan::new(3);
+    let mut host = GuixHost::new(&lan, 0);
+    // guix-daemon makes its own database.
+    for entry in std::fs::read_dir(host.dir().join("var/db"))
+        .unwrap()
+        .flatten()
+    {
+        std::fs::remove_file(entry.path()).unwrap();
+    }
+    let work = tempfile::tempdir().unwrap();
+    let masters = work.path().join("masters-acl");
+    run_ok(
+        offload_tests::offload("offload-master")
+            .args(["key", "authorize", "--acl"])
+            .arg(&masters),
+        &std::fs::read(host.etc().join("signing-key.pub")).unwrap(),
+    );
+    let mut agents = Vec::new();
+    for (i, name) in ["peer-a", "peer-b"].into_iter().enumerate() {
+        let (mut cmd, keys) = lan_agent(&lan, i + 1, name, &masters, work.path());
+        cmd.args(["--systems", "x86_64-linux", "--parallel-builds", "1"]);
+        host.authorize(&[&keys.join("signing-key.pub")]);
+        agents.push((name, lan.spawn(cmd)));
+    }
+    let serve = host.serve_command(&lan, 0);
+    lan.spawn(serve);
+    let real_guix = peer.join("bin/guix");
+    host.set_env("OFFLOAD_REAL_GUIX", &real_guix.display().to_string());
+    let socket = host.dir().join("daemon.sock");
+    host.set_env("GUIX_DAEMON_SOCKET", &socket.display().to_string());
+    // The daemon, detached, with only fds 0-2 open.
+    let mut daemon = host.command(peer.join("bin/guix-daemon"));
+    daemon
+        .args(["--disable-chroot", "--no-substitutes"])
+        .arg(format!("--listen={}", socket.display()))
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(work.path().join("daemon.log")).unwrap())
+        .stderr(std::fs::File::create(work.path().join("daemon.err")).unwrap());
+    let daemon_pid = lan.spawn(daemon);
+    assert!(
+        offload_tests::agents::wait_for(Duration::from_secs(20), || socket.exists()),
+        "guix-daemon did not listen"
+    );
+    // serve links to both agents before the client asks.
+    let linked = offload_tests::agents::wait_for(Duration::from_secs(30), || {
+        offload_master::serve::ask(&host.socket(), true)
+            .ok()
+            .flatten()
+            .and_then(|r| serde_json::from_str::<serde_json::Value>(&r).ok())
+            .and_then(|v| v.as_array().cloned())
+            .is_some_and(|m| m.len() == 2 && m.iter().all(|m| m["health"] == "ok"))
+    });
+    assert!(linked, "serve did not link to both agents");
+    let script = work.path().join("client.scm");
+    std::fs::write(&script, CLIENT).unwrap();
+    let out = host
+        .command("guile-3.0")
+        .env("GUILE_LOAD_PATH", peer.join("src"))
+        .args(["--no-auto-compile"])
+        .arg(&script)
+        .output()
+        .expect("guile-3.0");
+    let daemon_err = std::fs::read_to_string(work.path().join("daemon.err")).unwrap_or_default();
+    assert!(
+        out.status.success(),
+        "the client's build failed:\n{}\n{}\ndaemon:\n{daemon_err}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<(String, String, String)> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let mut w = l.split(' ');
+            Some((w.next()?.into(), w.next()?.into(), w.next()?.into()))
+        })
+        .collect();
+    assert_eq!(lines.len(), 6, "{lines:?}");
+    // Every output valid, under the right name, with the right contents.
+    for (drv, name, path) in &lines {
+        assert!(host.has(path), "{drv}: {name} {path} not valid");
+        let base = offload_core::store_path::StorePath::parse(path).unwrap();
+        let text = std::fs::read_to_string(host.dir().join("store").join(base.base())).unwrap();
+        if drv.ends_with("-e2e-two.drv") {
+            assert_eq!(
+                name == "lib",
+                path.ends_with("-e2e-two-lib"),
+                "{name} {path}"
+            );
+            assert_eq!(text.starts_with("lib"), name == "lib", "{name}: {text:?}");
+        }
+    }
+    // Built remotely, by both agents (the client allowed no local build).
+    for (name, _) in &agents {
+        let built = lines.iter().any(|(_, _, p)| {
+            let db =
+                offload_store::db::Db::open(&work.path().join(name).join("store/var/db/db.sqlite"))
+                    .unwrap();
+            db.is_valid(&offload_core::store_path::StorePath::parse(p).unwrap())
+                .unwrap()
+        });
+        assert!(built, "{name} built nothing:\n{stderr}");
+    }
+    assert!(stderr.contains("@ build-remote"), "{stderr}");
+    // The daemon's own verification.
+    let verify = host
+        .command(&real_guix)
+        .args(["gc", "--verify=contents"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&verify.stderr);
+    assert!(verify.status.success(), "guix gc --verify=contents: {text}");
+    assert!(
+        !text.contains("corrupt") && !text.contains("invalid"),
+        "{text}"
+    );
+    lan.signal(daemon_pid, "KILL");
+    let _ = bin("offload-master");
+}
