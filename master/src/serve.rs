@@ -189,6 +189,25 @@ pub fn run(config: &Config, stop: &Arc<AtomicBool>) -> anyhow::Result<()> {
         });
         s.spawn(|| {
             while !stop.load(Ordering::Relaxed) {
+                // Wait for a client without spinning, waking now and then
+                // to notice `stop`.
+                let mut fds = [rustix::event::PollFd::new(
+                    &listener,
+                    rustix::event::PollFlags::IN,
+                )];
+                let tick = rustix::time::Timespec {
+                    tv_sec: 0,
+                    tv_nsec: 200_000_000,
+                };
+                match rustix::event::poll(&mut fds, Some(&tick)) {
+                    Ok(0) | Err(rustix::io::Errno::INTR) => continue,
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!("poll: {e}");
+                        std::thread::sleep(Duration::from_millis(200));
+                        continue;
+                    }
+                }
                 match listener.accept() {
                     Ok((stream, _)) => {
                         if clients.fetch_add(1, Ordering::AcqRel) >= MAX_CLIENTS {
@@ -203,9 +222,7 @@ pub fn run(config: &Config, stop: &Arc<AtomicBool>) -> anyhow::Result<()> {
                             clients.fetch_sub(1, Ordering::AcqRel);
                         });
                     }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                        std::thread::sleep(Duration::from_millis(50))
-                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                     Err(e) => {
                         tracing::warn!("accept: {e}");
                         std::thread::sleep(Duration::from_millis(200));

@@ -366,6 +366,92 @@ impl GuixHost {
     }
 }
 
+/// 30 derivations: a root, a fan-out of 8, two layers of 8 sharing
+/// inputs pairwise, one needing the feature `big`, 3 fan-ins of 2, and a
+/// top depending on 12 of them. Each output names and copies its inputs
+/// (so outputs refer to outputs). The DAG30 expression; `work` runs in every builder first (e.g.
+/// `/bin/sleep 0.5;` to stand for real work).
+pub fn dag30(work: &str) -> String {
+    DAG30_TEMPLATE.replace("@WORK@", work)
+}
+
+const DAG30_TEMPLATE: &str = r#"
+let
+  mk = name: deps: extra: derivation ({
+    inherit name;
+    system = builtins.currentSystem;
+    builder = "/bin/sh";
+    args = [ "-c" ("@WORK@ echo ${name} > $out; " + builtins.concatStringsSep "" (map (d: "echo ${d} >> $out; /bin/cat ${d} >> $out; ") deps)) ];
+  } // extra);
+  next = i: if i == 7 then 0 else i + 1;
+  r0 = mk "r0" [] {};
+  a = builtins.genList (i: mk "a${toString i}" [ r0 ] {}) 8;
+  b = builtins.genList (i: mk "b${toString i}" [ (builtins.elemAt a i) (builtins.elemAt a (next i)) ] {}) 8;
+  c = builtins.genList (i: mk "c${toString i}" [ (builtins.elemAt b i) (builtins.elemAt b (next i)) ] {}) 8;
+  feat = mk "feat" [ r0 ] { requiredSystemFeatures = [ "big" ]; };
+  d = builtins.genList (i: mk "d${toString i}" [ (builtins.elemAt c (i * 2)) (builtins.elemAt c (i * 2 + 1)) ] {}) 3;
+  top = mk "top" (c ++ [ feat ] ++ d) {};
+in [ r0 ] ++ a ++ b ++ c ++ [ feat ] ++ d ++ [ top ]
+"#;
+
+/// Parse a `.drv` of the daemon host's store.
+pub fn derivation(host: &GuixHost, drv: &str) -> offload_core::derivation::Derivation {
+    let base = offload_core::store_path::StorePath::parse(drv).expect("drv path");
+    let text = std::fs::read(host.dir().join("store").join(base.base())).expect("read drv");
+    offload_core::derivation::Derivation::parse(&text).expect("parse drv")
+}
+
+/// Build every derivation of `drvs` through hooks, as the daemon would:
+/// each as soon as its inputs are built, up to `parallel` hooks at once.
+pub fn build_all(host: &GuixHost, drvs: &[String], parallel: usize) -> Vec<(String, HookEnd)> {
+    use std::collections::{BTreeMap, BTreeSet};
+    let inputs: BTreeMap<String, BTreeSet<String>> = drvs
+        .iter()
+        .map(|d| {
+            (
+                d.clone(),
+                derivation(host, d).input_drvs.keys().cloned().collect(),
+            )
+        })
+        .collect();
+    let mut done: BTreeSet<String> = BTreeSet::new();
+    let mut started: BTreeSet<String> = BTreeSet::new();
+    let mut ends = Vec::new();
+    std::thread::scope(|s| {
+        let (tx, finished) = std::sync::mpsc::channel::<(String, HookEnd)>();
+        let mut running = 0;
+        while done.len() < drvs.len() {
+            let ready: Vec<&String> = drvs
+                .iter()
+                .filter(|d| !started.contains(*d) && inputs[*d].iter().all(|i| done.contains(i)))
+                .take(parallel - running)
+                .collect();
+            assert!(running > 0 || !ready.is_empty(), "nothing ready: a cycle?");
+            for d in ready {
+                started.insert(d.clone());
+                running += 1;
+                let tx = tx.clone();
+                s.spawn(move || {
+                    let features = derivation(host, d).required_system_features();
+                    let features: Vec<&str> = features.iter().map(String::as_str).collect();
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .expect("runtime");
+                    let end = rt.block_on(host.offload(d, &features, Duration::from_secs(120)));
+                    let _ = tx.send((d.clone(), end));
+                });
+            }
+            let (d, end) = finished.recv().expect("a hook thread ended");
+            running -= 1;
+            assert_eq!(end.code(), Some(0), "{d}: {end:#?}");
+            done.insert(d.clone());
+            ends.push((d, end));
+        }
+    });
+    ends
+}
+
 /// The project's `deploy/guix-dispatcher`.
 pub fn dispatcher() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/guix-dispatcher")

@@ -134,93 +134,6 @@ fn one_derivation_goes_to_a_discovered_agent_and_its_output_comes_home() {
     );
 }
 
-/// 30 derivations: a root, a fan-out of 8, two layers of 8 sharing
-/// inputs pairwise, one needing the feature `big`, 3 fan-ins of 2, and a
-/// top depending on 12 of them. Each output names and copies its inputs
-/// (so outputs refer to outputs).
-const DAG: &str = r#"
-let
-  mk = name: deps: extra: derivation ({
-    inherit name;
-    system = builtins.currentSystem;
-    builder = "/bin/sh";
-    args = [ "-c" ("echo ${name} > $out; " + builtins.concatStringsSep "" (map (d: "echo ${d} >> $out; /bin/cat ${d} >> $out; ") deps)) ];
-  } // extra);
-  next = i: if i == 7 then 0 else i + 1;
-  r0 = mk "r0" [] {};
-  a = builtins.genList (i: mk "a${toString i}" [ r0 ] {}) 8;
-  b = builtins.genList (i: mk "b${toString i}" [ (builtins.elemAt a i) (builtins.elemAt a (next i)) ] {}) 8;
-  c = builtins.genList (i: mk "c${toString i}" [ (builtins.elemAt b i) (builtins.elemAt b (next i)) ] {}) 8;
-  feat = mk "feat" [ r0 ] { requiredSystemFeatures = [ "big" ]; };
-  d = builtins.genList (i: mk "d${toString i}" [ (builtins.elemAt c (i * 2)) (builtins.elemAt c (i * 2 + 1)) ] {}) 3;
-  top = mk "top" (c ++ [ feat ] ++ d) {};
-in [ r0 ] ++ a ++ b ++ c ++ [ feat ] ++ d ++ [ top ]
-"#;
-
-/// Parse a `.drv` of the daemon host's store.
-fn derivation(host: &GuixHost, drv: &str) -> offload_core::derivation::Derivation {
-    let base = offload_core::store_path::StorePath::parse(drv).expect("drv path");
-    let text = std::fs::read(host.dir().join("store").join(base.base())).expect("read drv");
-    offload_core::derivation::Derivation::parse(&text).expect("parse drv")
-}
-
-/// Build every derivation of `drvs` through hooks, as the daemon would:
-/// each once its inputs are built, up to `parallel` hooks at once.
-fn build_all(
-    host: &GuixHost,
-    drvs: &[String],
-    parallel: usize,
-) -> Vec<(String, offload_tests::guix_host::HookEnd)> {
-    use std::collections::{BTreeMap, BTreeSet};
-    let inputs: BTreeMap<String, BTreeSet<String>> = drvs
-        .iter()
-        .map(|d| {
-            (
-                d.clone(),
-                derivation(host, d).input_drvs.keys().cloned().collect(),
-            )
-        })
-        .collect();
-    let mut done: BTreeSet<String> = BTreeSet::new();
-    let mut ends = Vec::new();
-    while done.len() < drvs.len() {
-        let ready: Vec<String> = drvs
-            .iter()
-            .filter(|d| !done.contains(*d) && inputs[*d].iter().all(|i| done.contains(i)))
-            .take(parallel)
-            .cloned()
-            .collect();
-        assert!(!ready.is_empty(), "nothing ready: a cycle?");
-        let wave: Vec<(String, offload_tests::guix_host::HookEnd)> = std::thread::scope(|s| {
-            let handles: Vec<_> = ready
-                .iter()
-                .map(|d| {
-                    s.spawn(move || {
-                        let features = derivation(host, d).required_system_features();
-                        let features: Vec<&str> = features.iter().map(String::as_str).collect();
-                        let rt = tokio::runtime::Builder::new_current_thread()
-                            .enable_all()
-                            .build()
-                            .expect("runtime");
-                        let end = rt.block_on(host.offload(d, &features, Duration::from_secs(120)));
-                        (d.clone(), end)
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().expect("hook thread"))
-                .collect()
-        });
-        for (d, end) in wave {
-            assert_eq!(end.code(), Some(0), "{d}: {end:#?}");
-            done.insert(d.clone());
-            ends.push((d, end));
-        }
-    }
-    ends
-}
-
 #[test]
 fn a_dag_of_30_derivations_is_built_entirely_on_three_discovered_agents() {
     let rt = runtime();
@@ -231,11 +144,15 @@ fn a_dag_of_30_derivations_is_built_entirely_on_three_discovered_agents() {
     ]);
     farm.serve();
     let drvs = Drvs::new();
-    let list: Vec<String> = drvs.instantiate(DAG).lines().map(str::to_owned).collect();
+    let list: Vec<String> = drvs
+        .instantiate(&offload_tests::guix_host::dag30(""))
+        .lines()
+        .map(str::to_owned)
+        .collect();
     assert_eq!(list.len(), 30);
     let roots: Vec<&str> = list.iter().map(String::as_str).collect();
     seed(&rt, &farm.host, &drvs, &roots);
-    let ends = build_all(&farm.host, &list, 8);
+    let ends = offload_tests::guix_host::build_all(&farm.host, &list, 8);
     let mut used = std::collections::BTreeSet::new();
     for (drv, end) in &ends {
         let out = farm.host.outputs_of(drv)["out"].clone();

@@ -37,6 +37,9 @@ pub enum Plan {
     Postpone(String),
 }
 
+/// The estimate given to a machine that looked full when last polled.
+const BUSY_ESTIMATE_SECS: f64 = 1e9;
+
 /// The request as the planner sees it.
 pub struct Ask<'a> {
     /// The derivation's system.
@@ -145,6 +148,14 @@ pub fn plan(pool: &Pool, ask: &Ask<'_>, grace_ms: u64, now_ms: u64, seed: u64) -
         ));
     }
     near.extend(far);
+    // Free slots are polled (every second): one may have been freed since.
+    // A linked machine that looked full is tried last; its lease decides.
+    let busy = verdicts
+        .iter()
+        .enumerate()
+        .filter(|(i, v)| **v == Verdict::NoFreeSlot && machines[*i].live.link == Link::Ok)
+        .filter_map(|(i, _)| choice(&machines[i], BUSY_ESTIMATE_SECS));
+    near.extend(busy);
     if near.is_empty() {
         let why: Vec<String> = candidates
             .iter()
@@ -224,12 +235,31 @@ mod tests {
     }
 
     #[test]
-    fn busy_machines_postpone_and_long_unreachable_ones_decline_only_with_a_local_slot() {
-        let mut pool = statics(&[("a", &[])]);
+    fn busy_machines_come_last_draining_ones_postpone_long_unreachable_ones_decline() {
+        let mut pool = statics(&[("a", &[]), ("b", &[])]);
         up(&mut pool, "a", 0);
-        assert!(
-            matches!(plan(&pool, &ask(&[], true), 10_000, 0, 1), Plan::Postpone(why) if why.contains("no free build slot"))
+        up(&mut pool, "b", 1);
+        // A machine that looked full is tried after the usable ones (a
+        // slot may have been freed since the last poll; its lease decides).
+        let Plan::Accept(choices) = plan(&pool, &ask(&[], true), 10_000, 0, 1) else {
+            panic!("accept expected")
+        };
+        assert_eq!(
+            choices.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
+            ["b", "a"]
         );
+        let mut pool = statics(&[("a", &[])]);
+        let draining = LiveStatus {
+            free: 1,
+            load: 0.0,
+            disk: 1 << 40,
+            draining: true,
+        };
+        pool.set_link(&id("a"), Ok(draining), 0);
+        assert!(
+            matches!(plan(&pool, &ask(&[], true), 10_000, 0, 1), Plan::Postpone(why) if why.contains("draining"))
+        );
+        up(&mut pool, "a", 0);
         down(&mut pool, "a", 1_000);
         // Unreachable but within the grace period: still tried.
         assert!(matches!(
