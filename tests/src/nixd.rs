@@ -139,11 +139,14 @@ impl IsolatedNix {
         let socket = self.socket();
         let deadline = Instant::now() + Duration::from_secs(10);
         // Not a test connection: two first connections at once race to
-        // create the store's database, and one of them is reset.
-        while !socket.exists() {
+        // create the store's database, and one of them is reset. And not
+        // the socket file alone: it exists from bind(), before listen()
+        // (a connection then is refused). The kernel's table says when
+        // the socket listens.
+        while !listening(&socket) {
             assert!(
                 Instant::now() < deadline,
-                "nix-daemon did not create {} within 10 s",
+                "nix-daemon did not listen on {} within 10 s",
                 socket.display()
             );
             std::thread::sleep(Duration::from_millis(20));
@@ -158,6 +161,21 @@ impl IsolatedNix {
              builder = \"/bin/sh\"; args = [\"-c\" {script:?}]; }}"
         )
     }
+}
+
+/// Whether a Unix socket bound at `path` listens (`/proc/net/unix`: the
+/// flag `__SO_ACCEPTCON`, 0x10000).
+pub fn listening(path: &Path) -> bool {
+    let Ok(table) = std::fs::read_to_string("/proc/net/unix") else {
+        return false;
+    };
+    let want = path.display().to_string();
+    table.lines().skip(1).any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        fields.len() >= 8
+            && fields[7] == want
+            && u32::from_str_radix(fields[3], 16).is_ok_and(|f| f & 0x10000 != 0)
+    })
 }
 
 /// A running `nix-daemon`; killed and reaped on drop.

@@ -88,10 +88,15 @@ impl HookCommand {
     }
 }
 
+/// Kill the hook and its process group. The group is made by `setsid`
+/// after the spawn returns, so the process itself is killed directly too
+/// (its pid stays the same through the execs).
 fn kill_group(child: &mut Child) {
     let _ = Command::new("kill")
         .args(["-KILL", "--", &format!("-{}", child.id())])
+        .stderr(Stdio::null())
         .status();
+    let _ = child.kill();
     let _ = child.wait();
 }
 
