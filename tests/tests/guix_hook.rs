@@ -478,3 +478,63 @@ fn without_serve_the_hook_looks_by_itself_and_never_waits_for_ever() {
     let end = hook.finish();
     assert_eq!(end.code(), Some(0), "{end:#?}");
 }
+
+#[test]
+fn an_agent_that_holds_the_inputs_is_preferred() {
+    let rt = runtime();
+    let mut farm = Farm::new(&[
+        ("agent1", &["--speed", "1", "--parallel-builds", "2"]),
+        ("agent2", &["--speed", "1", "--parallel-builds", "2"]),
+    ]);
+    farm.serve();
+    let drvs = Drvs::new();
+    // 48 MiB made on whichever agent; its builder keeps a copy.
+    let big = drvs.sh(
+        "locality-big",
+        "/usr/bin/head -c 50331648 /dev/urandom > $out",
+    );
+    let users: Vec<String> = (0..3)
+        .map(|i| {
+            drvs.instantiate(&format!(
+                "derivation {{ name = \"locality-use-{i}\"; system = builtins.currentSystem; \
+                 builder = \"/bin/sh\"; args = [\"-c\" \"/usr/bin/wc -c < ${{{}}} > $out\"]; }}",
+                offload_tests::nixd::IsolatedNix::sh_derivation(
+                    "locality-big",
+                    "/usr/bin/head -c 50331648 /dev/urandom > $out"
+                )
+            ))
+        })
+        .collect();
+    let mut roots: Vec<&str> = vec![&big];
+    roots.extend(users.iter().map(String::as_str));
+    seed(&rt, &farm.host, &drvs, &roots);
+    let end = rt.block_on(farm.host.offload(&big, &[], Duration::from_secs(60)));
+    assert_eq!(end.code(), Some(0), "{end:#?}");
+    let holder = remote_of(&end, &big);
+    for user in &users {
+        let end = rt.block_on(farm.host.offload(user, &[], Duration::from_secs(60)));
+        assert_eq!(end.code(), Some(0), "{end:#?}");
+        assert_eq!(
+            remote_of(&end, user),
+            holder,
+            "{user} did not go to the inputs"
+        );
+        // Nothing but the .drv had to travel.
+        let sent = end
+            .chatter
+            .iter()
+            .find(|l| l.starts_with("sending "))
+            .cloned()
+            .unwrap_or_default();
+        assert!(sent.contains("(0.0 MiB)"), "{sent}");
+    }
+}
+
+/// The machine a hook's `@ build-remote` trace names for `drv`.
+fn remote_of(end: &offload_tests::guix_host::HookEnd, drv: &str) -> String {
+    end.chatter
+        .iter()
+        .find_map(|l| l.strip_prefix(&format!("@ build-remote {drv} ")))
+        .unwrap_or_else(|| panic!("no trace: {:?}", end.chatter))
+        .to_owned()
+}

@@ -22,6 +22,7 @@
 //! drops the slot lock, the agent drops the lease with the connection, and
 //! the store holds no partial item.
 
+mod locality;
 pub mod plan;
 pub mod request;
 pub mod slots;
@@ -185,6 +186,8 @@ struct Hook {
     acl: Arc<Acl>,
     planner: Planner,
     slots: Slots,
+    /// The daemon's store, once opened.
+    store: Option<Store>,
 }
 
 /// Run the hook on this process's stdin/stdout/stderr and fd 4; the exit
@@ -226,6 +229,7 @@ impl Hook {
             key,
             acl: Arc::new(acl),
             planner,
+            store: None,
         })
     }
 
@@ -247,9 +251,12 @@ impl Hook {
                     tracing::info!(drv = %req.drv, "postpone: {why}");
                     reply("postpone")?;
                 }
-                Plan::Accept(choices) => match self.claim(&choices, &[]) {
+                Plan::Accept(choices) => match {
+                    let choices = self.by_locality(&req, choices);
+                    self.claim(&choices, &[]).map(|c| (c, choices))
+                } {
                     None => reply("postpone")?,
-                    Some(claim) => {
+                    Some((claim, choices)) => {
                         reply("accept")?;
                         return self.accepted(&req, &mut stdin, claim, choices);
                     }
@@ -298,6 +305,48 @@ impl Hook {
         // Without `serve` there is no memory of earlier failures: a
         // machine that did not answer just now counts as lost.
         Ok(plan::plan(p, &ask, 0, 0, seed()))
+    }
+
+    /// The daemon's store, opened on first use.
+    fn take_store(&mut self) -> anyhow::Result<Store> {
+        match self.store.take() {
+            Some(s) => Ok(s),
+            None => self
+                .runtime
+                .block_on(Store::open(&self.setup.store, self.setup.store_dir.clone()))
+                .map_err(|e| {
+                    anyhow::anyhow!("opening the daemon's store ({}): {e}", self.setup.store)
+                }),
+        }
+    }
+
+    /// `choices` re-ranked by what each lacks of the build's inputs.
+    fn by_locality(&mut self, req: &BuildRequest, choices: Vec<Choice>) -> Vec<Choice> {
+        if choices.len() < 2 {
+            return choices;
+        }
+        let mut store = match self.take_store() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("{e}: choosing without locality");
+                return choices;
+            }
+        };
+        let (key, acl) = (Arc::clone(&self.key), Arc::clone(&self.acl));
+        let ranked = self.runtime.block_on(async {
+            match locality::needed(&mut store, &req.drv).await {
+                Ok(needed) => locality::rerank(choices, &needed, &key, &acl).await,
+                Err(e) => {
+                    tracing::warn!(
+                        "reading the inputs of {}: {e}: choosing without locality",
+                        req.drv
+                    );
+                    choices
+                }
+            }
+        });
+        self.store = Some(store);
+        ranked
     }
 
     /// A slot lock and a lease on the first machine of `choices` (not in

@@ -22,8 +22,10 @@ pub struct Choice {
     pub slots: u32,
     /// Where its agent listens and which key it must prove.
     pub target: LinkTarget,
-    /// Estimated seconds to completion.
+    /// Estimated seconds to completion, inputs already there.
     pub estimate_secs: f64,
+    /// Bytes per second expected to it (measured, or the default).
+    pub throughput: f64,
 }
 
 /// The answer to one request.
@@ -64,6 +66,10 @@ fn choice(m: &Machine, estimate_secs: f64) -> Option<Choice> {
         slots: m.parallel_builds.max(1),
         target,
         estimate_secs,
+        throughput: m
+            .history
+            .throughput
+            .unwrap_or(Policy::default().default_throughput),
     })
 }
 
