@@ -3,7 +3,8 @@
 //!
 //! * Decision latency, request line to reply, over 1,000 requests to one
 //!   hook (declines: the plan comes from `serve` over its socket) and over
-//!   30 hooks that accept (a slot lock, a QUIC link and a lease each),
+//!   30 hooks that accept (locality: the best three agents asked at once
+//!   what they lack; then a slot lock and a lease),
 //!   beside what `guix offload` pays per machine probed: one `ssh HOST cat
 //!   /proc/loadavg` to a host with a real sshd.
 //! * The 30-derivation DAG (each builder sleeps `OFFLOAD_BENCH_WORK`
@@ -164,7 +165,7 @@ fn main() {
         ms(percentile(&declines, 0.99))
     );
     println!(
-        "  accept   p50 {:.3} ms  p99 {:.3} ms  (30 hooks: slot lock, QUIC link, lease)",
+        "  accept   p50 {:.3} ms  p99 {:.3} ms  (30 hooks: 3 agents asked what they lack, slot lock, lease)",
         ms(percentile(&accepts, 0.5)),
         ms(percentile(&accepts, 0.99))
     );

@@ -119,6 +119,9 @@ struct StreamPair {
     broken: bool,
 }
 
+/// How long closing a QUIC link waits for the close to be sent.
+const CLOSE_FLUSH: Duration = Duration::from_millis(10);
+
 /// A session with one agent.
 pub struct AgentLink {
     transport: Transport,
@@ -304,7 +307,11 @@ impl AgentLink {
         match self.transport {
             Transport::Quic { conn, _endpoint } => {
                 conn.close(0u32.into(), b"bye");
-                let _ = tokio::time::timeout(Duration::from_secs(1), _endpoint.wait_idle()).await;
+                // Long enough for the endpoint to send the close (the agent
+                // then ends our session at once); not the whole draining
+                // period (three round-trip timeouts), which only protects
+                // against late packets and would delay every hook's exit.
+                let _ = tokio::time::timeout(CLOSE_FLUSH, _endpoint.wait_idle()).await;
             }
             Transport::Stream(pair) => {
                 let _ = pair.into_inner().w.shutdown().await;

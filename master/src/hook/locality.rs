@@ -14,6 +14,7 @@ use offload_core::store_path::StorePath;
 use offload_store::store::Store;
 
 use super::plan::Choice;
+use crate::agent_link::AgentLink;
 
 /// Machines asked at most.
 pub(super) const ASKED: usize = 3;
@@ -57,17 +58,26 @@ pub(super) async fn needed(
     Ok(sizes)
 }
 
+/// A machine to try, and the link made to it while asking, if any.
+pub(super) type Probed = (Choice, Option<AgentLink>);
+
+/// `choices` without asking anything.
+pub(super) fn unprobed(choices: Vec<Choice>) -> Vec<Probed> {
+    choices.into_iter().map(|c| (c, None)).collect()
+}
+
 /// `choices` re-ranked: the first [`ASKED`] by estimate plus the time to
 /// send what each lacks of `needed`; a machine that does not answer keeps
-/// its place after those that did. The rest follow unchanged.
+/// its place after those that did. The rest follow unchanged. The links
+/// made to ask are kept for the claim.
 pub(super) async fn rerank(
     mut choices: Vec<Choice>,
     needed: &BTreeMap<String, u64>,
     key: &Arc<SecretKey>,
     acl: &Arc<Acl>,
-) -> Vec<Choice> {
+) -> Vec<Probed> {
     if choices.len() < 2 || needed.is_empty() {
-        return choices;
+        return unprobed(choices);
     }
     let rest = choices.split_off(choices.len().min(ASKED));
     let paths: Arc<Vec<String>> = Arc::new(needed.keys().cloned().collect());
@@ -81,29 +91,35 @@ pub(super) async fn rerank(
         );
         tasks.spawn(async move {
             let link = crate::links::connect(&target, &key, acl).await.ok()?;
-            let missing = link.query_missing(&paths).await.ok();
-            link.close().await;
-            Some((i, missing?))
+            let missing = link.query_missing(&paths).await.ok()?;
+            Some((i, missing, link))
         });
     }
     let mut extra: Vec<Option<f64>> = vec![None; choices.len()];
+    let mut links: Vec<Option<AgentLink>> = (0..choices.len()).map(|_| None).collect();
     let _ = tokio::time::timeout(ASK_TIMEOUT, async {
         while let Some(done) = tasks.join_next().await {
-            if let Ok(Some((i, missing))) = done {
+            if let Ok(Some((i, missing, link))) = done {
                 let bytes: u64 = missing.iter().filter_map(|p| needed.get(p)).sum();
                 extra[i] = Some(bytes as f64 / choices[i].throughput.max(1.0));
+                links[i] = Some(link);
             }
         }
     })
     .await;
-    let mut scored: Vec<(f64, usize, Choice)> = choices
+    let mut scored: Vec<(f64, usize, Probed)> = choices
         .into_iter()
+        .zip(links)
         .enumerate()
-        .map(|(i, c)| {
+        .map(|(i, (c, link))| {
             let score = extra[i].map_or(f64::INFINITY, |e| c.estimate_secs + e);
-            (score, i, c)
+            (score, i, (c, link))
         })
         .collect();
     scored.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-    scored.into_iter().map(|(_, _, c)| c).chain(rest).collect()
+    scored
+        .into_iter()
+        .map(|(_, _, p)| p)
+        .chain(unprobed(rest))
+        .collect()
 }

@@ -40,6 +40,7 @@ use offload_store::store::Store;
 
 use crate::agent_link::AgentLink;
 use crate::transfer::{self, Done, Job};
+use locality::Probed;
 use plan::{Ask, Choice, Plan};
 use request::BuildRequest;
 use slots::{Slot, Slots};
@@ -251,16 +252,16 @@ impl Hook {
                     tracing::info!(drv = %req.drv, "postpone: {why}");
                     reply("postpone")?;
                 }
-                Plan::Accept(choices) => match {
-                    let choices = self.by_locality(&req, choices);
-                    self.claim(&choices, &[]).map(|c| (c, choices))
-                } {
-                    None => reply("postpone")?,
-                    Some((claim, choices)) => {
-                        reply("accept")?;
-                        return self.accepted(&req, &mut stdin, claim, choices);
+                Plan::Accept(choices) => {
+                    let mut candidates = self.by_locality(&req, choices);
+                    match self.claim(&mut candidates, &[]) {
+                        None => reply("postpone")?,
+                        Some(claim) => {
+                            reply("accept")?;
+                            return self.accepted(&req, &mut stdin, claim, candidates);
+                        }
                     }
-                },
+                }
             }
         }
     }
@@ -321,15 +322,15 @@ impl Hook {
     }
 
     /// `choices` re-ranked by what each lacks of the build's inputs.
-    fn by_locality(&mut self, req: &BuildRequest, choices: Vec<Choice>) -> Vec<Choice> {
+    fn by_locality(&mut self, req: &BuildRequest, choices: Vec<Choice>) -> Vec<Probed> {
         if choices.len() < 2 {
-            return choices;
+            return locality::unprobed(choices);
         }
         let mut store = match self.take_store() {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!("{e}: choosing without locality");
-                return choices;
+                return locality::unprobed(choices);
             }
         };
         let (key, acl) = (Arc::clone(&self.key), Arc::clone(&self.acl));
@@ -341,7 +342,7 @@ impl Hook {
                         "reading the inputs of {}: {e}: choosing without locality",
                         req.drv
                     );
-                    choices
+                    locality::unprobed(choices)
                 }
             }
         });
@@ -349,10 +350,13 @@ impl Hook {
         ranked
     }
 
-    /// A slot lock and a lease on the first machine of `choices` (not in
-    /// `skip`) that grants both.
-    fn claim(&mut self, choices: &[Choice], skip: &[String]) -> Option<Claim> {
-        for choice in choices.iter().filter(|c| !skip.contains(&c.name)) {
+    /// A slot lock and a lease on the first machine of `candidates` (not
+    /// in `skip`) that grants both; a link made while asking is used.
+    fn claim(&mut self, candidates: &mut [Probed], skip: &[String]) -> Option<Claim> {
+        for (choice, probe) in candidates.iter_mut() {
+            if skip.contains(&choice.name) {
+                continue;
+            }
             let slot = match self
                 .slots
                 .acquire(&choice.slot_name, choice.slot_port, choice.slots)
@@ -368,13 +372,17 @@ impl Hook {
                     continue;
                 }
             };
-            let (key, acl, target) = (
+            let (key, acl, target, probe) = (
                 Arc::clone(&self.key),
                 Arc::clone(&self.acl),
                 choice.target.clone(),
+                probe.take(),
             );
             let linked = self.runtime.block_on(async move {
-                let link = crate::links::connect(&target, &key, acl).await?;
+                let link = match probe {
+                    Some(link) => link,
+                    None => crate::links::connect(&target, &key, acl).await?,
+                };
                 match link.lease().await {
                     Ok(lease) => Ok((link, lease)),
                     Err(e) => {
@@ -406,7 +414,7 @@ impl Hook {
         req: &BuildRequest,
         stdin: &mut impl BufRead,
         first: Claim,
-        choices: Vec<Choice>,
+        mut candidates: Vec<Probed>,
     ) -> anyhow::Result<u8> {
         let dir = self.setup.store_dir.clone();
         let inputs = read_line(stdin, request::MAX_PATHS_LINE, "inputs line")?
@@ -491,11 +499,11 @@ impl Hook {
                         choice.name, req.drv
                     ));
                     self.lost(&choice.name);
-                    claim = self.claim(&choices, &tried);
+                    claim = self.claim(&mut candidates, &tried);
                     if claim.is_none() {
                         // Ask again: the pool may know other machines by now.
                         if let Ok(Plan::Accept(more)) = self.plan(req) {
-                            claim = self.claim(&more, &tried);
+                            claim = self.claim(&mut locality::unprobed(more), &tried);
                         }
                     }
                     if claim.is_none() {
