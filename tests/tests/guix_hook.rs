@@ -538,3 +538,35 @@ fn remote_of(end: &offload_tests::guix_host::HookEnd, drv: &str) -> String {
         .unwrap_or_else(|| panic!("no trace: {:?}", end.chatter))
         .to_owned()
 }
+
+#[test]
+fn a_build_over_its_time_limit_exits_101_and_a_bad_request_exits_1() {
+    let rt = runtime();
+    let mut farm = Farm::new(&[("agent1", &[])]);
+    farm.serve();
+    let drvs = Drvs::new();
+    let drv = drvs.sh("too-slow", "echo starting; /bin/sleep 30; echo done > $out");
+    seed(&rt, &farm.host, &drvs, &[&drv]);
+    let system = offload_tests::current_system();
+    // BUILD_TIMEOUT 2: the agent kills the build; the hook says so.
+    let mut hook = farm.host.spawn_hook([&system, "0", "0", "2"]);
+    let line = offload_tests::guix_host::request_line(true, &system, &drv, &[]);
+    assert_eq!(hook.ask(&line), "accept", "{:?}", hook.chatter);
+    let (inputs, outputs) = rt.block_on(farm.host.accept_lines(&drv));
+    hook.send_paths(&inputs, &outputs);
+    let end = hook.finish();
+    assert_eq!(end.code(), Some(101), "{end:#?}");
+    assert!(String::from_utf8_lossy(&end.log).contains("starting"));
+    // What guix-daemon never writes: an error naming the line, exit 1.
+    let mut hook = farm.host.spawn_hook([&system, "0", "0", "0"]);
+    assert_eq!(hook.ask("2 x86_64-linux /tmp/not-a-drv "), "<EOF>");
+    let end = hook.finish();
+    assert_eq!(end.code(), Some(1), "{end:#?}");
+    assert!(
+        end.chatter
+            .iter()
+            .any(|l| l.contains("invalid request line") && l.contains("not-a-drv")),
+        "{:?}",
+        end.chatter
+    );
+}
