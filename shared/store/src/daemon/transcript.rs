@@ -11,6 +11,9 @@ pub(crate) enum Step {
     Expect(Vec<u8>),
     /// The daemon sends these bytes.
     Send(Vec<u8>),
+    /// The daemon answers nothing more, keeping the connection open (a
+    /// daemon waiting for a lock).
+    Stall,
 }
 
 pub(crate) fn bytes(build: impl FnOnce(&mut Request)) -> Vec<u8> {
@@ -63,6 +66,7 @@ pub(crate) async fn play(mut peer: impl AsyncRead + AsyncWrite + Unpin, steps: V
                 assert_eq!(got, want, "step {i}: the client sent other bytes");
             }
             Step::Send(b) => peer.write_all(&b).await.expect("write to the client"),
+            Step::Stall => std::future::pending::<()>().await,
         }
     }
 }

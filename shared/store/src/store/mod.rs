@@ -21,9 +21,10 @@ use crate::info::PathInfo;
 use crate::local::{self, Imported, LocalStore, Signatures};
 use crate::resign::Resigner;
 use crate::spec::StoreSpec;
-use crate::sync_io::{BlockingReader, BlockingWriter};
+use crate::sync_io::BlockingWriter;
 
 mod daemon_build;
+mod guix_import;
 mod nix_import;
 mod order;
 #[cfg(test)]
@@ -70,6 +71,25 @@ pub enum Error {
     /// Something else is wrong (named in the message).
     #[error("{0}")]
     Other(String),
+    /// An item of an import was refused; the items before it were
+    /// registered.
+    #[error("{path}: {source}; {}", kept_text(kept))]
+    Refused {
+        /// The item.
+        path: String,
+        /// The items registered before it.
+        kept: Vec<String>,
+        /// Why.
+        source: Box<Error>,
+    },
+}
+
+fn kept_text(kept: &[String]) -> String {
+    if kept.is_empty() {
+        "nothing was registered".into()
+    } else {
+        format!("kept: {}", kept.join(", "))
+    }
 }
 
 fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> Error {
@@ -248,23 +268,7 @@ impl Store {
                         what: "import without checking signatures (the Guix daemon always checks them against its ACL)",
                     });
                 }
-                let mut source = BlockingReader(r);
-                let paths = client.import_paths(&mut source).await?;
-                let paths = paths
-                    .iter()
-                    .map(|p| {
-                        StorePath::parse(p)
-                            .map_err(|e| Error::Other(format!("the daemon imported {p:?}: {e}")))
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
-                for path in &paths {
-                    progress(&Imported {
-                        path: path.clone(),
-                        added: true,
-                        signer: None,
-                    });
-                }
-                Ok(paths)
+                guix_import::import_guix(client, r, progress).await
             }
             Self::Daemon { client, .. } => import_nix(client, r, signatures, progress).await,
             Self::Embedded(e) => Ok(paths_of(e.local().import(

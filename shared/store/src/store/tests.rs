@@ -41,6 +41,11 @@ async fn guix_store(steps: Vec<Step>) -> (Store, tokio::task::JoinHandle<()>, te
 /// An unsigned item as the Guix daemon's export-path writes it: NAR,
 /// magic, path, references, deriver, no signature.
 fn unsigned_item(contents: &[u8]) -> Vec<u8> {
+    unsigned_item_at(ITEM, contents)
+}
+
+/// [`unsigned_item`] for `path`.
+fn unsigned_item_at(path: &str, contents: &[u8]) -> Vec<u8> {
     let mut item = Vec::new();
     let mut nar = NarWriter::new(&mut item).expect("nar");
     nar.regular(None, false, contents.len() as u64, &mut &contents[..])
@@ -49,7 +54,7 @@ fn unsigned_item(contents: &[u8]) -> Vec<u8> {
     let mut trailer = Vec::new();
     {
         let mut r = Request::default();
-        r.u64(export::EXPORT_MAGIC).str(ITEM).u64(0).str("").u64(0);
+        r.u64(export::EXPORT_MAGIC).str(path).u64(0).str("").u64(0);
         trailer.extend_from_slice(&r.0);
     }
     item.extend_from_slice(&trailer);
@@ -192,4 +197,97 @@ async fn guix_builds_stream_the_log_and_map_statuses() {
     assert!(
         matches!(events.last(), Some(BuildEvent::Failed { message, .. }) if message.contains("failed"))
     );
+}
+
+/// A one-item export stream: marker, item, end marker.
+fn single(item: &[u8]) -> Vec<u8> {
+    let mut out = 1u64.to_le_bytes().to_vec();
+    out.extend_from_slice(item);
+    out.extend_from_slice(&0u64.to_le_bytes());
+    out
+}
+
+#[tokio::test]
+async fn guix_imports_go_item_by_item_naming_the_refused_one_and_what_was_kept() {
+    let (first, second) = (
+        unsigned_item_at(ITEM, b"first\n"),
+        unsigned_item_at(OUT, b"second\n"),
+    );
+    let steps = vec![
+        expect(|r| {
+            r.u64(27);
+        }),
+        send(|r| {
+            r.u64(READ).u64(1 << 20);
+        }),
+        expect(|r| {
+            r.bytes(&single(&first));
+        }),
+        send(|r| {
+            r.u64(LAST).strings(&[ITEM]);
+        }),
+        expect(|r| {
+            r.u64(27);
+        }),
+        send(|r| {
+            r.u64(READ).u64(1 << 20);
+        }),
+        expect(|r| {
+            r.bytes(&single(&second));
+        }),
+        send(|r| {
+            r.u64(ERROR)
+                .str("signed hash doesn't match actual contents of imported archive")
+                .u64(1);
+        }),
+    ];
+    let (mut store, server, _dir) = guix_store(steps).await;
+    let mut stream = 1u64.to_le_bytes().to_vec();
+    stream.extend_from_slice(&first);
+    stream.extend_from_slice(&1u64.to_le_bytes());
+    stream.extend_from_slice(&second);
+    stream.extend_from_slice(&0u64.to_le_bytes());
+    let acl = Acl::default();
+    let mut registered = Vec::new();
+    let err = store
+        .import(&stream[..], Signatures::Check(&acl), &mut |i| {
+            registered.push(i.path.to_string())
+        })
+        .await
+        .expect_err("the second item is refused");
+    server.await.expect("transcript played");
+    assert_eq!(registered, [ITEM]);
+    let text = err.to_string();
+    assert!(text.contains(OUT), "{text}");
+    assert!(text.contains("signed hash doesn't match"), "{text}");
+    assert!(text.contains(&format!("kept: {ITEM}")), "{text}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_guix_daemon_that_never_finishes_an_import_is_given_up_on() {
+    let item = unsigned_item_at(ITEM, b"stuck\n");
+    let steps = vec![
+        expect(|r| {
+            r.u64(27);
+        }),
+        send(|r| {
+            r.u64(READ).u64(1 << 20);
+        }),
+        expect(|r| {
+            r.bytes(&single(&item));
+        }),
+        // As a daemon does whose build hook imports the outputs it holds
+        // the locks of.
+        Step::Stall,
+    ];
+    let (mut store, server, _dir) = guix_store(steps).await;
+    let acl = Acl::default();
+    let err = store
+        .import(&single(&item)[..], Signatures::Check(&acl), &mut |_| {})
+        .await
+        .expect_err("given up");
+    let text = err.to_string();
+    assert!(text.contains(ITEM) && text.contains("did not finish importing it within 60 s"), "{text}");
+    assert!(text.contains("nothing was registered"), "{text}");
+    server.abort();
 }
