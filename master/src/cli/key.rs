@@ -1,6 +1,6 @@
 //! `offload-master key …`
 
-use std::io::{Read, Write};
+use std::io::Write;
 
 use anyhow::{Context, bail};
 use offload_core::hex;
@@ -32,11 +32,9 @@ pub(super) fn run(cmd: KeyCommand) -> anyhow::Result<u8> {
         }
         KeyCommand::Authorize { acl } => {
             let acl = acl.unwrap_or_else(paths::default_acl);
-            let mut text = Vec::new();
-            std::io::stdin()
-                .take(key_file::MAX_KEY_FILE + 1)
-                .read_to_end(&mut text)
-                .context("reading the public key from stdin")?;
+            let text =
+                offload_files::bounded::read_at_most(std::io::stdin(), key_file::MAX_KEY_FILE)
+                    .context("reading the public key from stdin")?;
             let key = PublicKey::parse(&text).context("the key on stdin")?;
             if !acl_file::authorize(&acl, &key)? {
                 tracing::info!(acl = %acl.display(), "key {} was already authorized", key.fingerprint());

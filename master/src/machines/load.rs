@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use offload_files::file_key::{FileKey, file_key};
 
@@ -171,15 +171,10 @@ pub fn load(file: &Path, choice: EvaluatorChoice) -> Result<Loaded, LoadError> {
 /// The daemon user's default SSH key: `~/.ssh/id_rsa` of the current user
 /// from the password database, as Guix computes it.
 pub fn default_private_key() -> String {
-    let uid = rustix::process::getuid().as_raw();
-    let home = std::fs::read_to_string("/etc/passwd")
-        .ok()
-        .and_then(|passwd| {
-            passwd.lines().find_map(|line| {
-                let fields: Vec<&str> = line.split(':').collect();
-                (fields.len() >= 6 && fields[2].parse() == Ok(uid)).then(|| fields[5].to_owned())
-            })
-        });
+    use uzers::os::unix::UserExt;
+    // getpwuid_r: NSS (LDAP, systemd's dynamic users) as well as /etc/passwd.
+    let home = uzers::get_user_by_uid(rustix::process::getuid().as_raw())
+        .map(|u| u.home_dir().display().to_string());
     let home = home
         .or_else(|| std::env::var("HOME").ok())
         .unwrap_or_else(|| "/".into());
@@ -254,7 +249,6 @@ fn load_native(name: &str, source: &[u8]) -> Result<Loaded, LoadError> {
 /// Read a machines file: a regular file of at most `MAX_SOURCE` bytes
 /// (never a FIFO or a device that would block or never end).
 fn read_source(file: &Path) -> io::Result<Vec<u8>> {
-    use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;
     // Non-blocking, so opening a FIFO does not wait for a writer.
     let f = std::fs::OpenOptions::new()
@@ -265,13 +259,7 @@ fn read_source(file: &Path) -> io::Result<Vec<u8>> {
     if !meta.is_file() {
         return Err(io::Error::other("not a regular file"));
     }
-    let mut bytes = Vec::new();
-    f.take(read::MAX_SOURCE as u64 + 1)
-        .read_to_end(&mut bytes)?;
-    if bytes.len() > read::MAX_SOURCE {
-        return Err(io::ErrorKind::FileTooLarge.into());
-    }
-    Ok(bytes)
+    offload_files::bounded::read_at_most(f, read::MAX_SOURCE as u64)
 }
 
 /// How long Guile may take to evaluate a machines file.
@@ -323,20 +311,15 @@ fn load_guile(file: &Path) -> Result<Loaded, LoadError> {
             std::io::Read::read_to_end(&mut std::io::Read::take(&mut stderr, 1 << 20), &mut buf);
         buf
     });
-    let deadline = Instant::now() + GUILE_TIMEOUT;
-    let status = loop {
-        match child.try_wait().map_err(|e| guile_err(e.to_string()))? {
-            Some(status) => break status,
-            None if Instant::now() >= deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(guile_err(format!(
-                    "guile did not finish within {} s (does the file loop or wait?)",
-                    GUILE_TIMEOUT.as_secs()
-                )));
-            }
-            None => std::thread::sleep(Duration::from_millis(10)),
-        }
+    let Some(status) = wait_timeout::ChildExt::wait_timeout(&mut child, GUILE_TIMEOUT)
+        .map_err(|e| guile_err(e.to_string()))?
+    else {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(guile_err(format!(
+            "guile did not finish within {} s (does the file loop or wait?)",
+            GUILE_TIMEOUT.as_secs()
+        )));
     };
     let out = std::process::Output {
         status,

@@ -50,14 +50,7 @@ pub enum Error {
 
 /// Read a file of at most `max` bytes.
 pub fn read_limited(path: &Path, max: u64) -> io::Result<Vec<u8>> {
-    let mut data = Vec::new();
-    fs::File::open(path)?.take(max + 1).read_to_end(&mut data)?;
-    if data.len() as u64 > max {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("larger than {max} bytes"),
-        ));
-    }
+    let data = crate::bounded::read_file_at_most(path, max)?;
     Ok(data)
 }
 

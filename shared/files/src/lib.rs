@@ -13,6 +13,7 @@
 
 pub mod acl_file;
 pub mod atomic;
+pub mod bounded;
 pub mod dump;
 pub mod export_dir;
 pub mod file_key;

@@ -412,10 +412,7 @@ pub(crate) fn read_derivation(file: &Path, path: &StorePath) -> Result<Derivatio
     if !fs::symlink_metadata(file).map_err(io)?.is_file() {
         return Err(refused("a derivation must be a regular file".into()));
     }
-    let mut text = Vec::new();
-    fs::File::open(file)
-        .and_then(|f| f.take(MAX_DRV_LEN as u64 + 1).read_to_end(&mut text))
-        .map_err(io)?;
+    let text = offload_files::bounded::read_file_at_most(file, MAX_DRV_LEN as u64).map_err(io)?;
     Derivation::parse(&text).map_err(|e| refused(format!("not a derivation: {e}")))
 }
 

@@ -58,12 +58,23 @@ fn split(r: impl Read, spool: std::fs::File) -> Result<Vec<(StorePath, u64, u64)
         let Some(mut item) = reader.next_item().map_err(stream)? else {
             break;
         };
-        while item.nar().next_event().map_err(|e| stream(e.into()))?.is_some() {}
+        while item
+            .nar()
+            .next_event()
+            .map_err(|e| stream(e.into()))?
+            .is_some()
+        {}
         let trailer = item.finish().map_err(stream)?;
         items.push((trailer.path, start, count.load(Ordering::Relaxed)));
     }
     let mut byte = [0u8; 1];
-    if reader.into_inner().inner.read(&mut byte).map_err(io_err("reading the stream"))? != 0 {
+    if reader
+        .into_inner()
+        .inner
+        .read(&mut byte)
+        .map_err(io_err("reading the stream"))?
+        != 0
+    {
         return Err(Error::Import(crate::local::Error::Trailing));
     }
     Ok(items)
@@ -76,7 +87,9 @@ pub(super) async fn import_guix(
     progress: &mut dyn FnMut(&Imported),
 ) -> Result<Vec<StorePath>, Error> {
     let spool = tempfile::tempfile().map_err(io_err("creating a spool file"))?;
-    let mut file = spool.try_clone().map_err(io_err("opening the spool file"))?;
+    let mut file = spool
+        .try_clone()
+        .map_err(io_err("opening the spool file"))?;
     let items = split(r, spool)?;
     let mut kept: Vec<StorePath> = Vec::new();
     for (path, start, end) in items {

@@ -80,7 +80,7 @@ pub enum Error {
         /// The items registered before it.
         kept: Vec<String>,
         /// Why.
-        source: Box<Error>,
+        source: Box<Self>,
     },
 }
 

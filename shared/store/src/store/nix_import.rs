@@ -107,26 +107,8 @@ pub(super) async fn import_nix(
 }
 
 fn tempfile_spool() -> Result<std::fs::File, Error> {
-    tempfile_in_tmp().map_err(io_err("creating a spool file for the NAR"))
-}
-
-fn tempfile_in_tmp() -> io::Result<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let dir = std::env::temp_dir();
-    let mut random = [0u8; 8];
-    getrandom::fill(&mut random).map_err(|e| io::Error::other(e.to_string()))?;
-    let path = dir.join(format!(
-        ".offload-spool-{:016x}",
-        u64::from_le_bytes(random)
-    ));
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path)?;
-    std::fs::remove_file(&path)?;
-    Ok(file)
+    // Unlinked at once: nothing is left whatever happens to this process.
+    tempfile::tempfile().map_err(io_err("creating a spool file for the NAR"))
 }
 
 /// The first `size` bytes of the spool: the item's NAR.

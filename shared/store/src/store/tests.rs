@@ -287,7 +287,10 @@ async fn a_guix_daemon_that_never_finishes_an_import_is_given_up_on() {
         .await
         .expect_err("given up");
     let text = err.to_string();
-    assert!(text.contains(ITEM) && text.contains("did not finish importing it within 60 s"), "{text}");
+    assert!(
+        text.contains(ITEM) && text.contains("did not finish importing it within 60 s"),
+        "{text}"
+    );
     assert!(text.contains("nothing was registered"), "{text}");
     server.abort();
 }

@@ -2,8 +2,6 @@
 //! dependencies into nodes, refusing what cannot be built faithfully.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::fs;
-use std::io::Read;
 use std::path::PathBuf;
 
 use offload_core::derivation::{self, Derivation};
@@ -345,12 +343,7 @@ pub(super) fn load(store: &LocalStore, drv: &StorePath) -> Result<Derivation, Er
         return Err(Error::NotValid(drv.to_string()));
     }
     let file = store.real_path(drv);
-    let mut text = Vec::new();
-    fs::File::open(&file)
-        .and_then(|f| {
-            f.take(derivation::MAX_DRV_LEN as u64 + 1)
-                .read_to_end(&mut text)
-        })
+    let text = offload_files::bounded::read_file_at_most(&file, derivation::MAX_DRV_LEN as u64)
         .map_err(io_at(&file))?;
     Derivation::parse(&text).map_err(|source| Error::Parse {
         path: drv.clone(),
