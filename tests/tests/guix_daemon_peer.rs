@@ -5,6 +5,11 @@
 //! offloading on and no local build slot; our hook sends them to two
 //! agents on a namespace LAN; the daemon reports every one built, `guix gc
 //! --verify=contents` is clean, and each output lands under its name.
+//! And our worker-protocol client against the same daemon (rather than
+//! transcripts written with the client's own encoder): signed imports
+//! checked by the real `guix authenticate`, a refused item named with the
+//! items kept before it, a two-output derivation's outputs under their
+//! names.
 //!
 //! Needs `../shared` (not in a fresh clone): run by `.ci/run` after the
 //! README's test command, as `OFFLOAD_GUIX_PEER=../shared/peers/guix-daemon
@@ -190,4 +195,193 @@ fn the_real_guix_daemon_offloads_a_dag_through_our_hook_to_two_agents() {
     );
     lan.signal(daemon_pid, "KILL");
     let _ = bin("offload-master");
+}
+
+/// A daemon host with the real guix-daemon running (its own database),
+/// trusting its own key; the daemon's socket.
+fn daemon_host(lan: &Lan, peer: &Path, work: &Path) -> (GuixHost, PathBuf) {
+    let mut host = GuixHost::new(lan, 0);
+    for entry in std::fs::read_dir(host.dir().join("var/db"))
+        .unwrap()
+        .flatten()
+    {
+        std::fs::remove_file(entry.path()).unwrap();
+    }
+    host.authorize(&[&host.etc().join("signing-key.pub")]);
+    host.set_env(
+        "OFFLOAD_REAL_GUIX",
+        &peer.join("bin/guix").display().to_string(),
+    );
+    let socket = host.dir().join("daemon.sock");
+    host.set_env("GUIX_DAEMON_SOCKET", &socket.display().to_string());
+    let mut daemon = host.command(peer.join("bin/guix-daemon"));
+    daemon
+        .args(["--disable-chroot", "--no-substitutes"])
+        .arg(format!("--listen={}", socket.display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(work.join("daemon.err")).unwrap());
+    lan.spawn(daemon);
+    assert!(
+        // (Its socket is in the host's network namespace: /proc/net/unix
+        // here would not show it; a connection does.)
+        offload_tests::agents::wait_for(Duration::from_secs(20), || {
+            std::os::unix::net::UnixStream::connect(&socket).is_ok()
+        }),
+        "guix-daemon did not listen"
+    );
+    (host, socket)
+}
+
+/// Derivations made here, as a signed export stream of their `.drv` files.
+fn drv_stream(
+    rt: &tokio::runtime::Runtime,
+    recipes: Vec<offload_store::drv_maker::Recipe>,
+    key: &offload_core::keys::SecretKey,
+) -> (Vec<offload_store::drv_maker::Written>, Vec<u8>) {
+    use offload_core::store_path::StoreDir;
+    let scratch = tempfile::tempdir().unwrap();
+    rt.block_on(async {
+        let store = offload_store::store::Store::open(
+            &offload_store::spec::StoreSpec::Embedded(scratch.path().to_owned()),
+            StoreDir::default(),
+        )
+        .await
+        .unwrap();
+        let mut maker = offload_store::drv_maker::Maker::new(StoreDir::default());
+        let mut written = Vec::new();
+        for r in recipes {
+            let w = maker.make(r).unwrap();
+            store
+                .embedded()
+                .unwrap()
+                .local()
+                .add_text(&w.path, &w.text, &w.references)
+                .unwrap();
+            written.push(w);
+        }
+        let paths: Vec<_> = written.iter().map(|w| w.path.clone()).collect();
+        let mut store = store;
+        let mut out = Vec::new();
+        store.export(&paths, key, &mut out).await.unwrap();
+        (written, out)
+    })
+}
+
+fn recipe(name: &str, script: &str, outputs: &[&str]) -> offload_store::drv_maker::Recipe {
+    offload_store::drv_maker::Recipe {
+        name: name.into(),
+        system: "x86_64-linux".into(),
+        builder: "/bin/sh".into(),
+        args: vec!["-c".into(), script.into()],
+        outputs: outputs.iter().map(|o| (*o).to_owned()).collect(),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn our_worker_protocol_client_against_the_real_guix_daemon() {
+    let peer = peer();
+    let rt = offload_tests::agents::runtime();
+    let lan = Lan::new(1);
+    let work = tempfile::tempdir().unwrap();
+    let (host, socket) = daemon_host(&lan, &peer, work.path());
+    let store = format!("guix-daemon:{}", socket.display());
+    // Signed .drv files imported through the daemon (it checks them with
+    // the real `guix authenticate`); each registered item printed.
+    let (written, stream) = drv_stream(
+        &rt,
+        vec![
+            recipe("peer-plain", "echo plain > $out", &["out"]),
+            // Sorted names (lib, out) and sorted paths need not agree.
+            recipe(
+                "peer-two",
+                "echo lib > $lib; echo out > $out",
+                &["out", "lib"],
+            ),
+        ],
+        &host.key,
+    );
+    let out = host
+        .command(bin("offload-master"))
+        .args(["archive", "import", "--store", &store, "--acl"])
+        .arg(host.etc().join("acl"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(&stream)?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed = String::from_utf8_lossy(&out.stdout);
+    for w in &written {
+        assert!(printed.contains(&w.path.to_string()), "{printed}");
+        assert!(host.has(&w.path.to_string()));
+    }
+    // Built through the daemon: each output printed under its own name.
+    let two = &written[1];
+    let built = host
+        .command(bin("offload-agent"))
+        .args(["build", "--store", &store])
+        .arg(two.path.to_string())
+        .output()
+        .unwrap();
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let text = String::from_utf8_lossy(&built.stdout);
+    for (name, path) in &two.outputs {
+        assert!(
+            text.lines().any(|l| l == format!("{name} {path}")),
+            "{name} {path} not in {text}"
+        );
+    }
+    // A stream whose second item is signed by a stranger: the first is
+    // kept and printed, the error names the second and what was kept.
+    let (first, good) = drv_stream(
+        &rt,
+        vec![recipe("peer-kept", "echo kept > $out", &["out"])],
+        &host.key,
+    );
+    let stranger = offload_core::keys::SecretKey::from_random(&[42; 32]);
+    let (second, bad) = drv_stream(
+        &rt,
+        vec![recipe("peer-refused", "echo no > $out", &["out"])],
+        &stranger,
+    );
+    let mut mixed = good[..good.len() - 8].to_vec();
+    mixed.extend_from_slice(&bad);
+    let out = host
+        .command(bin("offload-master"))
+        .args(["archive", "import", "--store", &store, "--acl"])
+        .arg(host.etc().join("acl"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(&mixed)?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    let (kept, refused) = (first[0].path.to_string(), second[0].path.to_string());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&kept));
+    assert!(
+        err.contains(&refused) && err.contains(&format!("kept: {kept}")),
+        "{err}"
+    );
+    assert!(host.has(&kept) && !host.has(&refused));
 }
