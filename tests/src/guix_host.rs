@@ -326,20 +326,12 @@ impl GuixHost {
     /// postpones by asking again (up to `patience`). Declines are refused.
     pub async fn offload(&self, drv: &str, features: &[&str], patience: Duration) -> HookEnd {
         let system = crate::current_system();
-        let deadline = std::time::Instant::now() + patience;
         let mut hook = self.spawn_hook([&system, "0", "1", "0"]);
-        loop {
-            let line = request_line(true, &system, drv, features);
-            match hook.ask(&line).as_str() {
-                "accept" => break,
-                "postpone" if std::time::Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(250));
-                }
-                other => {
-                    let end = hook.finish();
-                    panic!("the hook answered {other:?} for {drv}: {:?}", end.chatter);
-                }
-            }
+        let line = request_line(true, &system, drv, features);
+        let reply = hook.ask_until_accepted(&line, patience);
+        if reply != "accept" {
+            let end = hook.finish();
+            panic!("the hook answered {reply:?} for {drv}: {:?}", end.chatter);
         }
         let (inputs, outputs) = self.accept_lines(drv).await;
         hook.send_paths(&inputs, &outputs);
@@ -522,6 +514,19 @@ impl HookProcess {
                     return String::from("<EOF>");
                 }
             }
+        }
+    }
+
+    /// Ask with `line` again after each `postpone` (as the daemon does,
+    /// every 250 ms here) for at most `patience`; the last reply.
+    pub fn ask_until_accepted(&mut self, line: &str, patience: Duration) -> String {
+        let deadline = std::time::Instant::now() + patience;
+        loop {
+            let reply = self.ask(line);
+            if reply != "postpone" || std::time::Instant::now() >= deadline {
+                return reply;
+            }
+            std::thread::sleep(Duration::from_millis(250));
         }
     }
 

@@ -260,7 +260,12 @@ fn an_agent_killed_mid_build_is_replaced_and_avoided_afterwards() {
     let system = offload_tests::current_system();
     let mut hook = farm.host.spawn_hook([&system, "0", "1", "0"]);
     let line = offload_tests::guix_host::request_line(true, &system, &drv, &[]);
-    assert_eq!(hook.ask(&line), "accept", "{:?}", hook.chatter);
+    assert_eq!(
+        hook.ask_until_accepted(&line, Duration::from_secs(30)),
+        "accept",
+        "{:?}",
+        hook.chatter
+    );
     let (inputs, outputs) = rt.block_on(farm.host.accept_lines(&drv));
     hook.send_paths(&inputs, &outputs);
     assert!(
@@ -340,7 +345,12 @@ fn a_hook_killed_mid_download_leaves_nothing_partial_and_frees_its_slot() {
     let system = offload_tests::current_system();
     let mut hook = farm.host.spawn_hook([&system, "0", "1", "0"]);
     let line = offload_tests::guix_host::request_line(true, &system, &drv, &[]);
-    assert_eq!(hook.ask(&line), "accept", "{:?}", hook.chatter);
+    assert_eq!(
+        hook.ask_until_accepted(&line, Duration::from_secs(30)),
+        "accept",
+        "{:?}",
+        hook.chatter
+    );
     let (inputs, outputs) = rt.block_on(farm.host.accept_lines(&drv));
     hook.send_paths(&inputs, &outputs);
     assert!(
@@ -551,7 +561,12 @@ fn a_build_over_its_time_limit_exits_101_and_a_bad_request_exits_1() {
     // BUILD_TIMEOUT 2: the agent kills the build; the hook says so.
     let mut hook = farm.host.spawn_hook([&system, "0", "0", "2"]);
     let line = offload_tests::guix_host::request_line(true, &system, &drv, &[]);
-    assert_eq!(hook.ask(&line), "accept", "{:?}", hook.chatter);
+    assert_eq!(
+        hook.ask_until_accepted(&line, Duration::from_secs(30)),
+        "accept",
+        "{:?}",
+        hook.chatter
+    );
     let (inputs, outputs) = rt.block_on(farm.host.accept_lines(&drv));
     hook.send_paths(&inputs, &outputs);
     let end = hook.finish();
