@@ -101,7 +101,10 @@ fn main() {
     for _ in 0..30 {
         let mut hook = host.spawn_hook([&system, "0", "0", "0"]);
         let t = Instant::now();
-        let reply = hook.ask(&request_line(true, &system, &small, &[]));
+        let reply = hook.ask_until_accepted(
+            &request_line(true, &system, &small, &[]),
+            Duration::from_secs(30),
+        );
         accepts.push(t.elapsed());
         assert_eq!(reply, "accept", "{:?}", hook.chatter);
         let (inputs, outputs) = rt.block_on(host.accept_lines(&small));
