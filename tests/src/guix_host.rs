@@ -326,16 +326,43 @@ impl GuixHost {
     /// postpones by asking again (up to `patience`). Declines are refused.
     pub async fn offload(&self, drv: &str, features: &[&str], patience: Duration) -> HookEnd {
         let system = crate::current_system();
-        let mut hook = self.spawn_hook([&system, "0", "1", "0"]);
-        let line = request_line(true, &system, drv, features);
+        let mut hook = self.start_hook(drv, features, [&system, "0", "1", "0"], patience);
+        let (inputs, outputs) = self.accept_lines(drv).await;
+        hook.send_paths(&inputs, &outputs);
+        hook.finish()
+    }
+
+    /// A hook with `args` that has accepted `drv` (after postpones, up to
+    /// `patience`); the caller sends the two lines.
+    pub fn start_hook(
+        &self,
+        drv: &str,
+        features: &[&str],
+        args: [&str; 4],
+        patience: Duration,
+    ) -> HookProcess {
+        let mut hook = self.spawn_hook(args);
+        let line = request_line(true, args[0], drv, features);
         let reply = hook.ask_until_accepted(&line, patience);
         if reply != "accept" {
             let end = hook.finish();
             panic!("the hook answered {reply:?} for {drv}: {:?}", end.chatter);
         }
-        let (inputs, outputs) = self.accept_lines(drv).await;
+        hook
+    }
+
+    /// [`start_hook`](Self::start_hook) for `drv` without features, the
+    /// two lines sent: the build is under way.
+    pub fn start_build(
+        &self,
+        rt: &tokio::runtime::Runtime,
+        drv: &str,
+        args: [&str; 4],
+    ) -> HookProcess {
+        let mut hook = self.start_hook(drv, &[], args, Duration::from_secs(30));
+        let (inputs, outputs) = rt.block_on(self.accept_lines(drv));
         hook.send_paths(&inputs, &outputs);
-        hook.finish()
+        hook
     }
 
     /// The output paths of `drv`, by name.

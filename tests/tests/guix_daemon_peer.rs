@@ -268,6 +268,23 @@ fn drv_stream(
     })
 }
 
+/// `offload-master archive import --store STORE` of `stream` on the host.
+fn import(host: &GuixHost, store: &str, stream: &[u8]) -> std::process::Output {
+    host.command(bin("offload-master"))
+        .args(["archive", "import", "--store", store, "--acl"])
+        .arg(host.etc().join("acl"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(stream)?;
+            c.wait_with_output()
+        })
+        .unwrap()
+}
+
 fn recipe(name: &str, script: &str, outputs: &[&str]) -> offload_store::drv_maker::Recipe {
     offload_store::drv_maker::Recipe {
         name: name.into(),
@@ -302,20 +319,7 @@ fn our_worker_protocol_client_against_the_real_guix_daemon() {
         ],
         &host.key,
     );
-    let out = host
-        .command(bin("offload-master"))
-        .args(["archive", "import", "--store", &store, "--acl"])
-        .arg(host.etc().join("acl"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .and_then(|mut c| {
-            use std::io::Write;
-            c.stdin.take().unwrap().write_all(&stream)?;
-            c.wait_with_output()
-        })
-        .unwrap();
+    let out = import(&host, &store, &stream);
     assert!(
         out.status.success(),
         "{}",
@@ -361,20 +365,7 @@ fn our_worker_protocol_client_against_the_real_guix_daemon() {
     );
     let mut mixed = good[..good.len() - 8].to_vec();
     mixed.extend_from_slice(&bad);
-    let out = host
-        .command(bin("offload-master"))
-        .args(["archive", "import", "--store", &store, "--acl"])
-        .arg(host.etc().join("acl"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .and_then(|mut c| {
-            use std::io::Write;
-            c.stdin.take().unwrap().write_all(&mixed)?;
-            c.wait_with_output()
-        })
-        .unwrap();
+    let out = import(&host, &store, &mixed);
     let (kept, refused) = (first[0].path.to_string(), second[0].path.to_string());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());

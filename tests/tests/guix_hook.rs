@@ -258,16 +258,7 @@ fn an_agent_killed_mid_build_is_replaced_and_avoided_afterwards() {
     let drv = drvs.sh("slow", "echo started; /bin/sleep 3; echo slow > $out");
     seed(&rt, &farm.host, &drvs, &[&drv]);
     let system = offload_tests::current_system();
-    let mut hook = farm.host.spawn_hook([&system, "0", "1", "0"]);
-    let line = offload_tests::guix_host::request_line(true, &system, &drv, &[]);
-    assert_eq!(
-        hook.ask_until_accepted(&line, Duration::from_secs(30)),
-        "accept",
-        "{:?}",
-        hook.chatter
-    );
-    let (inputs, outputs) = rt.block_on(farm.host.accept_lines(&drv));
-    hook.send_paths(&inputs, &outputs);
+    let mut hook = farm.host.start_build(&rt, &drv, [&system, "0", "1", "0"]);
     assert!(
         hook.wait_for_line("@ build-remote", Duration::from_secs(30)),
         "{:?}",
@@ -343,16 +334,7 @@ fn a_hook_killed_mid_download_leaves_nothing_partial_and_frees_its_slot() {
     seed(&rt, &farm.host, &drvs, &[&drv]);
     let out = farm.host.outputs_of(&drv)["out"].clone();
     let system = offload_tests::current_system();
-    let mut hook = farm.host.spawn_hook([&system, "0", "1", "0"]);
-    let line = offload_tests::guix_host::request_line(true, &system, &drv, &[]);
-    assert_eq!(
-        hook.ask_until_accepted(&line, Duration::from_secs(30)),
-        "accept",
-        "{:?}",
-        hook.chatter
-    );
-    let (inputs, outputs) = rt.block_on(farm.host.accept_lines(&drv));
-    hook.send_paths(&inputs, &outputs);
+    let mut hook = farm.host.start_build(&rt, &drv, [&system, "0", "1", "0"]);
     assert!(
         hook.wait_for_line("retrieving", Duration::from_secs(60)),
         "{:?}",
@@ -569,16 +551,7 @@ fn a_build_over_its_time_limit_exits_101_and_a_bad_request_exits_1() {
     seed(&rt, &farm.host, &drvs, &[&drv]);
     let system = offload_tests::current_system();
     // BUILD_TIMEOUT 2: the agent kills the build; the hook says so.
-    let mut hook = farm.host.spawn_hook([&system, "0", "0", "2"]);
-    let line = offload_tests::guix_host::request_line(true, &system, &drv, &[]);
-    assert_eq!(
-        hook.ask_until_accepted(&line, Duration::from_secs(30)),
-        "accept",
-        "{:?}",
-        hook.chatter
-    );
-    let (inputs, outputs) = rt.block_on(farm.host.accept_lines(&drv));
-    hook.send_paths(&inputs, &outputs);
+    let hook = farm.host.start_build(&rt, &drv, [&system, "0", "0", "2"]);
     let end = hook.finish();
     assert_eq!(end.code(), Some(101), "{end:#?}");
     assert!(String::from_utf8_lossy(&end.log).contains("starting"));
