@@ -7,7 +7,19 @@ use clap::Parser;
 use offload_master::cli::{self, Cli};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // nix-daemon runs its hook as `basename(build-hook) VERBOSITY`: the
+    // link `offload-nix-hook` is the Nix hook.
+    let invoked = std::env::args_os()
+        .next()
+        .map(std::path::PathBuf::from)
+        .and_then(|p| p.file_name().map(|n| n.to_owned()));
+    let cli = if invoked.as_deref() == Some(std::ffi::OsStr::new("offload-nix-hook")) {
+        Cli {
+            command: offload_master::cli::Command::NixHook { verbosity: None },
+        }
+    } else {
+        Cli::parse()
+    };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(

@@ -61,6 +61,18 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The build hook nix-daemon 2.8 runs (its `build-hook` setting; the
+    /// program also answers to the name `offload-nix-hook`).
+    ///
+    /// Reads the daemon's settings and `try` requests on stdin, answers
+    /// `# accept` and the machine, `# decline` or `# postpone`; builds on an
+    /// agent, copies the log to fd 4, registers the outputs in the daemon's
+    /// store (NIX_STORE_DIR, NIX_STATE_DIR). Key, ACL and machines.scm come
+    /// from GUIX_CONFIGURATION_DIRECTORY (or /etc/guix).
+    NixHook {
+        /// The daemon's verbosity (ignored).
+        verbosity: Option<String>,
+    },
     /// Print the static build machines: machines.scm evaluated as Guix does.
     ///
     /// Warnings (deprecated fields, a file that is not a list of machines) go
@@ -299,6 +311,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Archive(cmd) => archive::run(cmd),
         Command::SelfCheck { count } => self_check(count),
         Command::Demo { json } => crate::demo::run(json),
+        Command::NixHook { .. } => Ok(crate::hook::nix::run()),
         Command::Hook {
             system,
             max_silent,

@@ -23,6 +23,7 @@
 //! the store holds no partial item.
 
 mod locality;
+pub mod nix;
 pub mod plan;
 pub mod request;
 pub mod slots;
@@ -129,6 +130,31 @@ impl Setup {
     }
 }
 
+/// How messages reach the daemon's client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Voice {
+    /// guix-daemon forwards every line that is not a reply.
+    Guix,
+    /// nix-daemon shows only `@nix {json}` lines.
+    Nix,
+}
+
+impl Voice {
+    /// Say `line` to the daemon's client (never mistaken for a reply).
+    #[allow(clippy::print_stderr)]
+    pub fn say(self, line: &str) {
+        match self {
+            Self::Guix => note(line),
+            Self::Nix => {
+                for l in line.lines() {
+                    let msg = serde_json::json!({"action": "msg", "level": 0, "msg": l});
+                    eprintln!("@nix {msg}");
+                }
+            }
+        }
+    }
+}
+
 /// A line for the daemon's client (never mistaken for a reply).
 #[allow(clippy::print_stderr)]
 fn note(line: &str) {
@@ -142,7 +168,7 @@ fn note(line: &str) {
 }
 
 /// The reply, flushed.
-fn reply(word: &str) -> std::io::Result<()> {
+pub(crate) fn reply(word: &str) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(out, "# {word}")?;
     out.flush()
@@ -179,7 +205,10 @@ enum Planner {
 /// keep the process for the next request).
 const OWN_LOOK_TTL: Duration = Duration::from_secs(5);
 
-struct Hook {
+/// What both front ends share: the plan, the claim (slot lock and lease),
+/// locality, the build with failover.
+pub(crate) struct Hook {
+    voice: Voice,
     args: Args,
     setup: Setup,
     runtime: tokio::runtime::Runtime,
@@ -194,7 +223,7 @@ struct Hook {
 /// Run the hook on this process's stdin/stdout/stderr and fd 4; the exit
 /// status.
 pub fn run(args: Args, setup: Setup) -> u8 {
-    match Hook::new(args, setup).and_then(|mut h| h.serve_requests()) {
+    match Hook::new(args, setup, Voice::Guix).and_then(|mut h| h.serve_requests()) {
         Ok(code) => code,
         Err(e) => {
             note(&format!(
@@ -207,7 +236,7 @@ pub fn run(args: Args, setup: Setup) -> u8 {
 }
 
 impl Hook {
-    fn new(args: Args, setup: Setup) -> anyhow::Result<Self> {
+    pub(crate) fn new(args: Args, setup: Setup, voice: Voice) -> anyhow::Result<Self> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
@@ -223,6 +252,7 @@ impl Hook {
             Planner::Own { pool: None }
         };
         Ok(Self {
+            voice,
             slots: Slots::new(&setup.state_dir),
             args,
             setup,
@@ -266,7 +296,7 @@ impl Hook {
         }
     }
 
-    fn plan(&mut self, req: &BuildRequest) -> anyhow::Result<Plan> {
+    pub(crate) fn plan(&mut self, req: &BuildRequest) -> anyhow::Result<Plan> {
         let ask = Ask {
             system: &req.system,
             features: &req.features,
@@ -309,7 +339,7 @@ impl Hook {
     }
 
     /// The daemon's store, opened on first use.
-    fn take_store(&mut self) -> anyhow::Result<Store> {
+    pub(crate) fn take_store(&mut self) -> anyhow::Result<Store> {
         match self.store.take() {
             Some(s) => Ok(s),
             None => self
@@ -322,7 +352,7 @@ impl Hook {
     }
 
     /// `choices` re-ranked by what each lacks of the build's inputs.
-    fn by_locality(&mut self, req: &BuildRequest, choices: Vec<Choice>) -> Vec<Probed> {
+    pub(crate) fn by_locality(&mut self, req: &BuildRequest, choices: Vec<Choice>) -> Vec<Probed> {
         if choices.len() < 2 {
             return locality::unprobed(choices);
         }
@@ -352,7 +382,7 @@ impl Hook {
 
     /// A slot lock and a lease on the first machine of `candidates` (not
     /// in `skip`) that grants both; a link made while asking is used.
-    fn claim(&mut self, candidates: &mut [Probed], skip: &[String]) -> Option<Claim> {
+    pub(crate) fn claim(&mut self, candidates: &mut [Probed], skip: &[String]) -> Option<Claim> {
         for (choice, probe) in candidates.iter_mut() {
             if skip.contains(&choice.name) {
                 continue;
@@ -364,7 +394,7 @@ impl Hook {
                 Ok(Some(slot)) => slot,
                 Ok(None) => continue,
                 Err(e) => {
-                    note(&format!(
+                    self.voice.say(&format!(
                         "offload-master hook: cannot lock a build slot of '{}' under {}: {e}",
                         choice.name,
                         self.setup.state_dir.join("offload").display()
@@ -414,7 +444,7 @@ impl Hook {
         req: &BuildRequest,
         stdin: &mut impl BufRead,
         first: Claim,
-        mut candidates: Vec<Probed>,
+        candidates: Vec<Probed>,
     ) -> anyhow::Result<u8> {
         let dir = self.setup.store_dir.clone();
         let inputs = read_line(stdin, request::MAX_PATHS_LINE, "inputs line")?
@@ -423,20 +453,30 @@ impl Hook {
             .ok_or_else(|| anyhow::anyhow!("the daemon closed stdin before the outputs line"))?;
         let inputs = request::parse_paths(&inputs, &dir)?;
         let outputs = request::parse_paths(&outputs, &dir)?;
+        self.build(req, &inputs, &outputs, first, candidates)
+    }
+
+    /// Build the derivation of `req` (whose build needs `inputs` and whose
+    /// missing outputs are `outputs`) on the machine of `first`, failing
+    /// over to the next of `candidates`; the exit status.
+    pub(crate) fn build(
+        &mut self,
+        req: &BuildRequest,
+        inputs: &[StorePath],
+        outputs: &[StorePath],
+        first: Claim,
+        mut candidates: Vec<Probed>,
+    ) -> anyhow::Result<u8> {
+        let drv = &req.drv;
         let job = Job {
-            drv: &req.drv,
-            inputs: &inputs,
-            outputs: &outputs,
+            drv,
+            inputs,
+            outputs,
             max_silent_secs: self.args.max_silent_secs,
             timeout_secs: self.args.timeout_secs,
         };
-        let mut store = self
-            .runtime
-            .block_on(Store::open(&self.setup.store, dir))
-            .map_err(|e| {
-                anyhow::anyhow!("opening the daemon's store ({}): {e}", self.setup.store)
-            })?;
-        let mut sink = HookSink::new(&req.drv, self.args.trace);
+        let mut store = self.take_store()?;
+        let mut sink = HookSink::new(drv, self.args.trace, self.voice);
         let mut tried: Vec<String> = Vec::new();
         let mut claim = Some(first);
         while let Some(c) = claim.take() {
@@ -468,7 +508,7 @@ impl Hook {
             self.slots.release(slot);
             match result {
                 Ok(Done::Built(stats)) => {
-                    note(&format!(
+                    self.voice.say(&format!(
                         "offloaded '{}' to '{}': sent {} bytes, received {} bytes, build {:.3} s, transfer {:.3} s",
                         req.drv,
                         choice.name,
@@ -477,13 +517,14 @@ impl Hook {
                         stats.build_secs,
                         stats.transfer_secs
                     ));
-                    note(&format!("done with offloaded '{}'", req.drv));
+                    self.voice
+                        .say(&format!("done with offloaded '{}'", req.drv));
                     return Ok(0);
                 }
                 Ok(Done::Failed {
                     timed_out, message, ..
                 }) => {
-                    note(&format!(
+                    self.voice.say(&format!(
                         "derivation '{}' offloaded to '{}' failed: {message}",
                         req.drv, choice.name
                     ));
@@ -494,7 +535,7 @@ impl Hook {
                     });
                 }
                 Err(e) if e.can_fail_over() && tried.len() < MAX_ATTEMPTS => {
-                    note(&format!(
+                    self.voice.say(&format!(
                         "lost '{}' while building '{}': {e}; trying another machine",
                         choice.name, req.drv
                     ));
@@ -550,8 +591,9 @@ fn seed() -> u64 {
     t ^ u64::from(std::process::id())
 }
 
-struct Claim {
-    choice: Choice,
+/// A machine claimed for one build: its slot lock, link and lease.
+pub(crate) struct Claim {
+    pub(crate) choice: Choice,
     slot: Slot,
     link: AgentLink,
     lease: crate::agent_link::Lease,
@@ -559,6 +601,7 @@ struct Claim {
 
 /// Progress to stderr, the build log to fd 4.
 struct HookSink {
+    voice: Voice,
     drv: String,
     machine: String,
     trace: bool,
@@ -566,7 +609,7 @@ struct HookSink {
 }
 
 impl HookSink {
-    fn new(drv: &StorePath, trace: bool) -> Self {
+    fn new(drv: &StorePath, trace: bool, voice: Voice) -> Self {
         // fd 4 is the daemon's log pipe; opening it anew through /proc
         // gives another descriptor of the same pipe (fd 4 itself stays
         // open until we exit). Without it (run by hand), the log goes to
@@ -579,6 +622,7 @@ impl HookSink {
             Err(_) => Box::new(std::io::stderr()),
         };
         Self {
+            voice,
             drv: drv.to_string(),
             machine: String::new(),
             trace,
@@ -589,7 +633,7 @@ impl HookSink {
 
 impl transfer::Sink for HookSink {
     fn message(&mut self, line: &str) {
-        note(line);
+        self.voice.say(line);
     }
 
     fn log(&mut self, bytes: &[u8]) {
@@ -598,7 +642,8 @@ impl transfer::Sink for HookSink {
 
     fn building(&mut self) {
         if self.trace {
-            note(&format!("@ build-remote {} {}", self.drv, self.machine));
+            self.voice
+                .say(&format!("@ build-remote {} {}", self.drv, self.machine));
         }
     }
 }

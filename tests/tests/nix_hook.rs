@@ -1,0 +1,147 @@
+//! `offload-nix-hook` as nix-daemon 2.8 runs it (the `build-hook` setting,
+//! `max-jobs = 0`), on a namespace LAN: a `nix-build` through the daemon
+//! of a small DAG (fan-out, fan-in, a two-output derivation) is built
+//! entirely on agents discovered by `serve`, and `nix-store --verify
+//! --check-contents` is clean.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use offload_tests::agents::{lan_agent, wait_for};
+use offload_tests::lan::Lan;
+use offload_tests::nixd::IsolatedNix;
+use offload_tests::{bin, run_ok};
+
+const DAG: &str = r#"
+let
+  sh = name: script: extra: derivation ({
+    inherit name;
+    system = builtins.currentSystem;
+    builder = "/bin/sh";
+    args = [ "-c" script ];
+  } // extra);
+  base = sh "nh-base" "echo base > $out" {};
+  a = sh "nh-a" "/bin/cat ${base} > $out; echo a >> $out" {};
+  b = sh "nh-b" "/bin/cat ${base} > $out; echo b >> $out" {};
+  two = sh "nh-two" "echo lib > $lib; echo ${a} > $out" { outputs = [ "out" "lib" ]; };
+in sh "nh-top" "/bin/cat ${a} ${b} ${two.lib} > $out; echo ${two} >> $out" {}
+"#;
+
+fn authorize(acl: &Path, public: &Path) {
+    run_ok(
+        offload_tests::offload("offload-master")
+            .args(["key", "authorize", "--acl"])
+            .arg(acl),
+        &std::fs::read(public).unwrap(),
+    );
+}
+
+#[test]
+fn nix_build_through_our_hook_builds_everything_on_discovered_agents() {
+    let lan = Lan::new(3);
+    let nix = IsolatedNix::new();
+    let work = tempfile::tempdir().unwrap();
+    let etc = work.path().join("etc");
+    run_ok(
+        offload_tests::offload("offload-master")
+            .args(["key", "generate", "--dir"])
+            .arg(&etc),
+        b"",
+    );
+    let masters = work.path().join("masters-acl");
+    authorize(&masters, &etc.join("signing-key.pub"));
+    let store_dir = nix.store_dir().display().to_string();
+    let mut agents = Vec::new();
+    for (i, name) in ["nix-a1", "nix-a2"].into_iter().enumerate() {
+        let (mut cmd, keys) = lan_agent(&lan, i + 1, name, &masters, work.path());
+        cmd.args(["--systems", &offload_tests::current_system()])
+            .args(["--store-dir", &store_dir, "--update-secs", "0.5"]);
+        authorize(&etc.join("acl"), &keys.join("signing-key.pub"));
+        agents.push(name);
+        lan.spawn(cmd);
+    }
+    let socket = work.path().join("master.sock");
+    let mut serve = lan.command(0, bin("offload-master"));
+    serve
+        .env("RUST_LOG", "warn")
+        .arg("serve")
+        .arg("--socket")
+        .arg(&socket)
+        .arg("--machines")
+        .arg(etc.join("machines.scm"))
+        .arg("--acl")
+        .arg(etc.join("acl"))
+        .arg("--key")
+        .arg(etc.join("signing-key.sec"))
+        .args(["--interface", &lan.hosts()[0].iface]);
+    lan.spawn(serve);
+    let linked = wait_for(Duration::from_secs(30), || {
+        offload_master::serve::ask(&socket, true)
+            .ok()
+            .flatten()
+            .and_then(|r| serde_json::from_str::<serde_json::Value>(&r).ok())
+            .and_then(|v| v.as_array().cloned())
+            .is_some_and(|m| m.len() == 2 && m.iter().all(|m| m["health"] == "ok"))
+    });
+    assert!(linked, "serve did not link to the agents");
+    // The hook as Nix runs it: `build-hook` names a program whose
+    // basename is `offload-nix-hook`.
+    let hook = work.path().join("bin/offload-nix-hook");
+    std::fs::create_dir_all(hook.parent().unwrap()).unwrap();
+    std::os::unix::fs::symlink(bin("offload-master"), &hook).unwrap();
+    let mut daemon = lan.command(0, offload_tests::require_program("nix-daemon", "nix-bin"));
+    for (k, v) in nix.env() {
+        daemon.env(k, v);
+    }
+    let config = format!(
+        "build-users-group =\nsandbox = false\nsubstituters =\nexperimental-features = nix-command\nbuild-hook = {}\nmax-jobs = 0\n",
+        hook.display()
+    );
+    daemon
+        .env("NIX_CONFIG", &config)
+        .env("GUIX_CONFIGURATION_DIRECTORY", &etc)
+        .env("OFFLOAD_MASTER_SOCKET", &socket)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(work.path().join("daemon.err")).unwrap());
+    lan.spawn(daemon);
+    assert!(
+        wait_for(Duration::from_secs(20), || {
+            std::os::unix::net::UnixStream::connect(nix.socket()).is_ok()
+        }),
+        "nix-daemon did not listen"
+    );
+    let expr = work.path().join("dag.nix");
+    std::fs::write(&expr, DAG).unwrap();
+    let out = nix
+        .command("nix-build")
+        .arg("--store")
+        .arg(format!("unix://{}", nix.socket().display()))
+        .args(["--max-jobs", "0", "--no-out-link"])
+        .arg(&expr)
+        .output()
+        .unwrap();
+    let daemon_err = std::fs::read_to_string(work.path().join("daemon.err")).unwrap_or_default();
+    assert!(
+        out.status.success(),
+        "nix-build failed:\n{}\ndaemon:\n{daemon_err}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let top = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let text = std::fs::read_to_string(&top).unwrap();
+    assert!(text.contains("base") && text.contains("lib"), "{text}");
+    nix.assert_verify_clean();
+    // Built remotely: the top output is in an agent's store.
+    let remote = agents.iter().any(|name| {
+        let db =
+            offload_store::db::Db::open(&work.path().join(name).join("store/var/db/db.sqlite"))
+                .unwrap();
+        db.is_valid(&offload_core::store_path::StorePath::parse(&top).unwrap())
+            .unwrap()
+    });
+    assert!(remote, "{top} was not built on an agent");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("offloading"), "{log}");
+}
