@@ -511,6 +511,19 @@ impl Pool {
         self.machines = machines;
     }
 
+    /// Builds must require `features` to go to the static machine
+    /// `name:port` (Nix's mandatory features).
+    pub fn set_mandatory(&mut self, name: &str, port: u16, features: &[String]) {
+        for m in &mut self.machines {
+            if m.static_entry
+                .as_ref()
+                .is_some_and(|s| s.name == name && s.port == port)
+            {
+                m.mandatory_features = features.to_vec();
+            }
+        }
+    }
+
     /// A build on `name` was lost (its agent went away before the outputs
     /// were home): avoid it for `backoff_ms`.
     pub fn lost_build(&mut self, name: &str, now_ms: u64, backoff_ms: u64) {

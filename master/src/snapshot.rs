@@ -23,6 +23,8 @@ pub struct Sources<'a> {
     pub browse: Duration,
     /// mDNS interfaces (all when empty).
     pub interfaces: &'a [String],
+    /// Static machines from Nix's `builders` setting.
+    pub nix: &'a [crate::machines::from_nix::NixEntry],
 }
 
 /// The pool, the ACL, and warnings for the user.
@@ -35,7 +37,12 @@ pub fn take(
     // A missing file is no static machine.
     let loaded = load(sources.machines, EvaluatorChoice::Auto)?;
     warnings.extend(loaded.warnings);
-    pool.set_static(&loaded.machines);
+    let mut statics = loaded.machines;
+    statics.extend(sources.nix.iter().map(|e| e.machine.clone()));
+    pool.set_static(&statics);
+    for e in sources.nix {
+        pool.set_mandatory(&e.machine.name, e.machine.port, &e.mandatory);
+    }
     let acl = match offload_files::acl_file::load(sources.acl) {
         Ok(acl) => acl,
         Err(offload_files::acl_file::Error::Missing(_)) => {

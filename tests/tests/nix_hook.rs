@@ -37,6 +37,72 @@ fn authorize(acl: &Path, public: &Path) {
     );
 }
 
+/// nix-daemon on host 0 of `lan` with our hook as `build-hook`,
+/// `max-jobs = 0` and `extra` configuration; then `nix-build` of `expr`
+/// through it. The build's output (it must succeed).
+fn nix_build(
+    lan: &Lan,
+    nix: &IsolatedNix,
+    work: &Path,
+    etc: &Path,
+    socket: &Path,
+    extra: &str,
+    expr: &str,
+) -> std::process::Output {
+    // The hook as Nix runs it: `build-hook` names a program whose
+    // basename is `offload-nix-hook`.
+    let hook = work.join("bin/offload-nix-hook");
+    std::fs::create_dir_all(hook.parent().unwrap()).unwrap();
+    std::os::unix::fs::symlink(bin("offload-master"), &hook).unwrap();
+    let mut daemon = lan.command(0, offload_tests::require_program("nix-daemon", "nix-bin"));
+    for (k, v) in nix.env() {
+        daemon.env(k, v);
+    }
+    let config = format!(
+        "build-users-group =\nsandbox = false\nsubstituters =\nexperimental-features = nix-command\nbuild-hook = {}\nmax-jobs = 0\n{extra}",
+        hook.display()
+    );
+    daemon
+        .env("NIX_CONFIG", &config)
+        .env("GUIX_CONFIGURATION_DIRECTORY", etc)
+        .env("OFFLOAD_MASTER_SOCKET", socket)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(work.join("daemon.err")).unwrap());
+    lan.spawn(daemon);
+    assert!(
+        wait_for(Duration::from_secs(20), || {
+            std::os::unix::net::UnixStream::connect(nix.socket()).is_ok()
+        }),
+        "nix-daemon did not listen"
+    );
+    let file = work.join("expr.nix");
+    std::fs::write(&file, expr).unwrap();
+    let out = nix
+        .command("nix-build")
+        .arg("--store")
+        .arg(format!("unix://{}", nix.socket().display()))
+        .args(["--max-jobs", "0", "--no-out-link"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let daemon_err = std::fs::read_to_string(work.join("daemon.err")).unwrap_or_default();
+    assert!(
+        out.status.success(),
+        "nix-build failed:\n{}\ndaemon:\n{daemon_err}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Whether the agent `name`'s embedded store (under `work`) holds `path`.
+fn agent_has(work: &Path, name: &str, path: &str) -> bool {
+    let db = offload_store::db::Db::open(&work.join(name).join("store/var/db/db.sqlite")).unwrap();
+    db.is_valid(&offload_core::store_path::StorePath::parse(path).unwrap())
+        .unwrap()
+}
+
 #[test]
 fn nix_build_through_our_hook_builds_everything_on_discovered_agents() {
     let lan = Lan::new(3);
@@ -85,50 +151,7 @@ fn nix_build_through_our_hook_builds_everything_on_discovered_agents() {
             .is_some_and(|m| m.len() == 2 && m.iter().all(|m| m["health"] == "ok"))
     });
     assert!(linked, "serve did not link to the agents");
-    // The hook as Nix runs it: `build-hook` names a program whose
-    // basename is `offload-nix-hook`.
-    let hook = work.path().join("bin/offload-nix-hook");
-    std::fs::create_dir_all(hook.parent().unwrap()).unwrap();
-    std::os::unix::fs::symlink(bin("offload-master"), &hook).unwrap();
-    let mut daemon = lan.command(0, offload_tests::require_program("nix-daemon", "nix-bin"));
-    for (k, v) in nix.env() {
-        daemon.env(k, v);
-    }
-    let config = format!(
-        "build-users-group =\nsandbox = false\nsubstituters =\nexperimental-features = nix-command\nbuild-hook = {}\nmax-jobs = 0\n",
-        hook.display()
-    );
-    daemon
-        .env("NIX_CONFIG", &config)
-        .env("GUIX_CONFIGURATION_DIRECTORY", &etc)
-        .env("OFFLOAD_MASTER_SOCKET", &socket)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(work.path().join("daemon.err")).unwrap());
-    lan.spawn(daemon);
-    assert!(
-        wait_for(Duration::from_secs(20), || {
-            std::os::unix::net::UnixStream::connect(nix.socket()).is_ok()
-        }),
-        "nix-daemon did not listen"
-    );
-    let expr = work.path().join("dag.nix");
-    std::fs::write(&expr, DAG).unwrap();
-    let out = nix
-        .command("nix-build")
-        .arg("--store")
-        .arg(format!("unix://{}", nix.socket().display()))
-        .args(["--max-jobs", "0", "--no-out-link"])
-        .arg(&expr)
-        .output()
-        .unwrap();
-    let daemon_err = std::fs::read_to_string(work.path().join("daemon.err")).unwrap_or_default();
-    assert!(
-        out.status.success(),
-        "nix-build failed:\n{}\ndaemon:\n{daemon_err}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = nix_build(&lan, &nix, work.path(), &etc, &socket, "", DAG);
     let top = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     let text = std::fs::read_to_string(&top).unwrap();
     assert!(text.contains("base") && text.contains("lib"), "{text}");
@@ -144,4 +167,69 @@ fn nix_build_through_our_hook_builds_everything_on_discovered_agents() {
     assert!(remote, "{top} was not built on an agent");
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(log.contains("offloading"), "{log}");
+}
+
+#[test]
+fn machines_of_the_builders_setting_are_used_with_their_mandatory_features() {
+    let lan = Lan::new(3);
+    let nix = IsolatedNix::new();
+    let work = tempfile::tempdir().unwrap();
+    let etc = work.path().join("etc");
+    run_ok(
+        offload_tests::offload("offload-master")
+            .args(["key", "generate", "--dir"])
+            .arg(&etc),
+        b"",
+    );
+    let masters = work.path().join("masters-acl");
+    authorize(&masters, &etc.join("signing-key.pub"));
+    let store_dir = nix.store_dir().display().to_string();
+    let system = offload_tests::current_system();
+    // nix-a1 is discovered; nix-big advertises nothing: only the builders
+    // setting names it, and only builds requiring `big` may go there.
+    for (i, name) in ["nix-a1", "nix-big"].into_iter().enumerate() {
+        let (mut cmd, keys) = lan_agent(&lan, i + 1, name, &masters, work.path());
+        cmd.args(["--systems", &system, "--store-dir", &store_dir])
+            .args(["--parallel-builds", "2", "--speed", "1"]);
+        if name == "nix-big" {
+            cmd.args(["--features", "big", "--no-advertise"]);
+        }
+        authorize(&etc.join("acl"), &keys.join("signing-key.pub"));
+        lan.spawn(cmd);
+    }
+    let big_host = lan.hosts()[2].ip;
+    // Ten times as fast: without its mandatory feature every build would go there.
+    let builders = format!("builders = ssh://root@{big_host} {system} - 2 10 big big\n");
+    // No serve: the builders setting makes the hook look by itself.
+    let socket = work.path().join("no-serve.sock");
+    let expr = r#"
+let
+  sh = name: script: extra: derivation ({
+    inherit name;
+    system = builtins.currentSystem;
+    builder = "/bin/sh";
+    args = [ "-c" script ];
+  } // extra);
+in [
+  (sh "nh-big" "echo big > $out" { requiredSystemFeatures = [ "big" ]; })
+  (sh "nh-plain" "echo plain > $out" {})
+]
+"#;
+    let out = nix_build(&lan, &nix, work.path(), &etc, &socket, &builders, expr);
+    let paths: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(paths.len(), 2, "{paths:?}");
+    let (big, plain) = (&paths[0], &paths[1]);
+    assert!(
+        agent_has(work.path(), "nix-big", big),
+        "{big} not built on the builders machine"
+    );
+    assert!(
+        !agent_has(work.path(), "nix-big", plain),
+        "{plain} went to a machine that takes only `big` builds"
+    );
+    assert!(agent_has(work.path(), "nix-a1", plain));
+    nix.assert_verify_clean();
 }

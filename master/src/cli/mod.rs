@@ -429,6 +429,7 @@ fn status(
         key,
         browse: std::time::Duration::from_millis(discover_ms),
         interfaces,
+        nix: &[],
     };
     let (pool, _, warnings) = crate::snapshot::take(&sources, &runtime)?;
     for warning in warnings {

@@ -89,6 +89,9 @@ pub struct Setup {
     pub socket: PathBuf,
     /// How long to browse for agents without `serve`.
     pub browse: Duration,
+    /// Static machines from Nix's `builders` setting (the Nix hook; these
+    /// make the hook look by itself, as `serve` does not know them).
+    pub nix_machines: Vec<crate::machines::from_nix::NixEntry>,
 }
 
 impl Setup {
@@ -126,6 +129,7 @@ impl Setup {
             machines: paths::guix_config_dir().join("machines.scm"),
             socket,
             browse: Duration::from_millis(browse_ms),
+            nix_machines: Vec::new(),
         })
     }
 }
@@ -246,7 +250,9 @@ impl Hook {
             Err(offload_files::acl_file::Error::Missing(_)) => Acl::default(),
             Err(e) => return Err(e.into()),
         };
-        let planner = if std::os::unix::net::UnixStream::connect(&setup.socket).is_ok() {
+        let planner = if setup.nix_machines.is_empty()
+            && std::os::unix::net::UnixStream::connect(&setup.socket).is_ok()
+        {
             Planner::Serve(setup.socket.clone())
         } else {
             Planner::Own { pool: None }
@@ -325,6 +331,7 @@ impl Hook {
                 key: &self.setup.key,
                 browse: self.setup.browse,
                 interfaces: &[],
+                nix: &self.setup.nix_machines,
             };
             let (p, _, warnings) = crate::snapshot::take(&sources, &self.runtime)?;
             for w in warnings {

@@ -142,7 +142,19 @@ fn serve() -> anyhow::Result<u8> {
         trace: false,
         timeout_secs: secs("timeout"),
     };
-    let setup = Setup::for_nix()?;
+    let mut setup = Setup::for_nix()?;
+    if let Some(builders) = settings.get("builders") {
+        let machines = crate::machines::nix_file::parse(
+            builders,
+            std::path::Path::new("the builders setting"),
+            &mut |path| {
+                offload_files::bounded::read_file_at_most(path, 8 << 20)
+                    .map(|b| String::from_utf8_lossy(&b).into_owned())
+            },
+        )?;
+        setup.nix_machines =
+            crate::machines::from_nix::entries(&machines, &args.system, "the builders setting");
+    }
     let dir = setup.store_dir.clone();
     let mut hook = Hook::new(args, setup, Voice::Nix)?;
     loop {
