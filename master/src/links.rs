@@ -93,7 +93,21 @@ pub async fn connect(
     };
     let mut last = LinkError::Unreachable(format!("{}: no address", target.host));
     for addr in addrs {
-        match AgentLink::connect_quic(addr, Arc::clone(key), expect.clone()).await {
+        let quic = AgentLink::connect_quic(addr, Arc::clone(key), expect.clone());
+        // With an SSH route, QUIC gets less time: on a LAN its handshake
+        // takes milliseconds, and silence means UDP does not get through.
+        let attempt = match &target.ssh {
+            Some(_) => tokio::time::timeout(QUIC_BEFORE_SSH, quic)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(LinkError::Unreachable(format!(
+                        "{addr}: no QUIC answer within {} ms",
+                        QUIC_BEFORE_SSH.as_millis()
+                    )))
+                }),
+            None => quic.await,
+        };
+        match attempt {
             Ok(link) => return Ok(link),
             // A refusal or an impostor is the answer; another address
             // would not change it.
@@ -103,11 +117,28 @@ pub async fn connect(
             Err(e) => last = e,
         }
     }
-    Err(last)
+    // QUIC did not get through (UDP blocked, no agent service listening):
+    // the SSH fallback, when the machine's entry pins its host key.
+    match &target.ssh {
+        Some(route) => {
+            tracing::info!(host = %target.host, "QUIC unreachable ({last}); trying SSH");
+            crate::agent_link::ssh::connect(route, key, &expect)
+                .await
+                .map_err(|e| match e {
+                    LinkError::Unreachable(why) => {
+                        LinkError::Unreachable(format!("{last}; and over SSH: {why}"))
+                    }
+                    other => other,
+                })
+        }
+        None => Err(last),
+    }
 }
 
-/// How long `probe_all` gives one target.
-pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long `probe_all` gives one target (QUIC, then SSH if need be).
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(4);
+/// How long QUIC is tried before the SSH fallback.
+pub const QUIC_BEFORE_SSH: Duration = Duration::from_millis(1500);
 
 /// Connect to every target once, at once (each for at most
 /// [`PROBE_TIMEOUT`]); what each said, with the target it was said for.

@@ -17,6 +17,7 @@
 //! over a byte stream the link is unusable afterwards.
 
 mod requests;
+pub mod ssh;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -127,6 +128,8 @@ pub struct AgentLink {
     transport: Transport,
     welcome: Welcome,
     peer: [u8; 32],
+    /// The `ssh` process carrying the session, if it goes over SSH.
+    child: Option<tokio::process::Child>,
 }
 
 impl AgentLink {
@@ -202,6 +205,7 @@ impl AgentLink {
             },
             welcome,
             peer,
+            child: None,
         })
     }
 
@@ -282,6 +286,7 @@ impl AgentLink {
             other => other?,
         };
         Ok(Self {
+            child: None,
             transport: Transport::Stream(tokio::sync::Mutex::new(StreamPair {
                 r,
                 w,
@@ -302,8 +307,30 @@ impl AgentLink {
         self.peer
     }
 
+    /// `QUIC`, `SSH` or `stream`: how this link reaches its agent.
+    pub fn transport(&self) -> &'static str {
+        match (&self.transport, &self.child) {
+            (Transport::Quic { .. }, _) => "QUIC",
+            (Transport::Stream(_), Some(_)) => "SSH",
+            (Transport::Stream(_), None) => "stream",
+        }
+    }
+
     /// Close the link (the agent releases our leases at once).
-    pub async fn close(self) {
+    pub async fn close(mut self) {
+        if let Some(mut child) = self.child.take() {
+            if let Transport::Stream(pair) = self.transport {
+                let _ = pair.into_inner().w.shutdown().await;
+            }
+            // ssh ends when the agent's side does; do not wait long.
+            if tokio::time::timeout(Duration::from_secs(2), child.wait())
+                .await
+                .is_err()
+            {
+                let _ = child.kill().await;
+            }
+            return;
+        }
         match self.transport {
             Transport::Quic { conn, _endpoint } => {
                 conn.close(0u32.into(), b"bye");

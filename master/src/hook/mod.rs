@@ -495,6 +495,11 @@ impl Hook {
                 link,
                 lease,
             } = c;
+            let transport = link.transport();
+            if transport != "QUIC" {
+                self.voice
+                    .say(&format!("reaching '{}' over {transport}", choice.name));
+            }
             let (key, acl) = (Arc::clone(&self.key), Arc::clone(&self.acl));
             let result = self.runtime.block_on(async {
                 let remote = transfer::Remote {
@@ -516,7 +521,7 @@ impl Hook {
             match result {
                 Ok(Done::Built(stats)) => {
                     self.voice.say(&format!(
-                        "offloaded '{}' to '{}': sent {} bytes, received {} bytes, build {:.3} s, transfer {:.3} s",
+                        "offloaded '{}' to '{}': sent {} bytes, received {} bytes, build {:.3} s, transfer {:.3} s, over {transport}",
                         req.drv,
                         choice.name,
                         stats.bytes_sent,

@@ -89,6 +89,21 @@ pub struct LinkTarget {
     pub port: u16,
     /// The advertised key fingerprint, which the agent must prove.
     pub fingerprint: Option<String>,
+    /// The SSH fallback, when the machine's entry pins a host key.
+    pub ssh: Option<crate::agent_link::ssh::SshRoute>,
+}
+
+/// The SSH route of a static entry that pins a host key.
+fn ssh_route(
+    s: &crate::machines::record::BuildMachine,
+) -> Option<crate::agent_link::ssh::SshRoute> {
+    Some(crate::agent_link::ssh::SshRoute {
+        user: s.user.clone(),
+        host: s.name.clone(),
+        port: s.port,
+        private_key: (!s.private_key.is_empty()).then(|| s.private_key.clone()),
+        host_key: crate::agent_link::ssh::host_key_of(&s.host_key)?,
+    })
 }
 
 fn target_of(m: &Machine) -> Option<LinkTarget> {
@@ -100,6 +115,7 @@ fn target_of(m: &Machine) -> Option<LinkTarget> {
                 addresses: a.addresses.clone(),
                 port: a.port,
                 fingerprint: a.key.clone(),
+                ssh: m.static_entry.as_ref().and_then(ssh_route),
             })
             .filter(|_| !matches!(m.live.health, Health::Vanished { .. })),
         (None, Some(s)) => Some(LinkTarget {
@@ -111,6 +127,7 @@ fn target_of(m: &Machine) -> Option<LinkTarget> {
             addresses: Vec::new(),
             port: AGENT_PORT,
             fingerprint: None,
+            ssh: ssh_route(s),
         }),
         (None, None) => None,
     }
