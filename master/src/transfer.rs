@@ -334,3 +334,134 @@ async fn fetch_outputs(
     stats.bytes_received = bytes;
     Ok(())
 }
+
+/// Run `job` on a machine without an agent, through its daemon's worker
+/// protocol (`ssh HOST nix-daemon --stdio`), named `machine` in messages.
+/// Its outputs carry no signature we could check: they are trusted as
+/// Nix's own `build-remote` trusts them, because the daemon was reached
+/// through the machine's pinned SSH host key.
+pub async fn offload_to_daemon(
+    remote: &mut Store,
+    machine: &str,
+    job: &Job<'_>,
+    home: &mut Home<'_>,
+    sink: &mut dyn Sink,
+) -> Result<Done, Error> {
+    let lost = |what: &str, e: offload_store::store::Error| {
+        Error::Link(LinkError::Lost(format!("{machine}: {what}: {e}")))
+    };
+    let mut stats = Stats::default();
+    let started = Instant::now();
+    // What it lacks, in the order it must receive it.
+    let mut want: Vec<StorePath> = job.inputs.to_vec();
+    want.push(job.drv.clone());
+    want.sort();
+    want.dedup();
+    let mut missing = Vec::new();
+    for p in &want {
+        if remote
+            .path_info(p)
+            .await
+            .map_err(|e| lost("querying", e))?
+            .is_none()
+        {
+            missing.push(p.clone());
+        }
+    }
+    if !missing.is_empty() {
+        let ordered = home
+            .store
+            .sort(&missing)
+            .await
+            .map_err(|e| local("ordering the inputs")(e.to_string()))?;
+        sink.message(&format!(
+            "sending {} store item{} to '{machine}' (its daemon, over SSH)...",
+            ordered.len(),
+            if ordered.len() == 1 { "" } else { "s" }
+        ));
+        let mut file = spool()?;
+        home.store
+            .export(&ordered, home.key, &mut file)
+            .await
+            .map_err(|e| local("exporting the inputs")(e.to_string()))?;
+        stats.bytes_sent = file
+            .seek(SeekFrom::End(0))
+            .and_then(|n| file.seek(SeekFrom::Start(0)).map(|_| n))
+            .map_err(|e| local("rewinding the spool file")(e.to_string()))?;
+        remote
+            .import(
+                std::io::BufReader::new(file),
+                Signatures::Ignore,
+                &mut |_| {},
+            )
+            .await
+            .map_err(|e| lost("importing the inputs", e))?;
+        stats.items_sent = ordered.len();
+    }
+    sink.message(&format!("offloading '{}' to '{machine}'...", job.drv));
+    sink.building();
+    let build_start = Instant::now();
+    let opts = offload_store::embedded::build::BuildOptions {
+        max_silent_time: (job.max_silent_secs > 0)
+            .then(|| Duration::from_secs(job.max_silent_secs)),
+        timeout: (job.timeout_secs > 0).then(|| Duration::from_secs(job.timeout_secs)),
+        ..Default::default()
+    };
+    let results = {
+        let mut events = |e: offload_store::embedded::build::BuildEvent| {
+            if let offload_store::embedded::build::BuildEvent::Log { mut line, .. } = e {
+                line.push(b'\n');
+                sink.log(&line);
+            }
+        };
+        remote
+            .build(std::slice::from_ref(job.drv), &opts, &mut events)
+            .await
+            .map_err(|e| lost("building", e))?
+    };
+    stats.build_secs = build_start.elapsed().as_secs_f64();
+    use offload_store::embedded::build::BuildStatus as S;
+    let result = results
+        .into_iter()
+        .next()
+        .ok_or_else(|| Error::Link(LinkError::Protocol(format!("{machine}: no build result"))))?;
+    match result.status {
+        S::Built | S::AlreadyValid => {}
+        status => {
+            stats.transfer_secs = started.elapsed().as_secs_f64() - stats.build_secs;
+            return Ok(Done::Failed {
+                timed_out: status == S::TimedOut,
+                message: result.message.unwrap_or_else(|| format!("{status:?}")),
+                stats,
+            });
+        }
+    }
+    if !job.outputs.is_empty() {
+        sink.message(&format!(
+            "retrieving {} store item{} from '{machine}'...",
+            job.outputs.len(),
+            if job.outputs.len() == 1 { "" } else { "s" }
+        ));
+        let mut file = spool()?;
+        remote
+            .export(job.outputs, home.key, &mut file)
+            .await
+            .map_err(|e| lost("exporting the outputs", e))?;
+        stats.bytes_received = file
+            .seek(SeekFrom::End(0))
+            .and_then(|n| file.seek(SeekFrom::Start(0)).map(|_| n))
+            .map_err(|e| local("rewinding the spool file")(e.to_string()))?;
+        let imported = home
+            .store
+            .import(
+                std::io::BufReader::new(file),
+                Signatures::Ignore,
+                &mut |_| {},
+            )
+            .await
+            .map_err(|e| Error::Local(format!("outputs from '{machine}' refused: {e}")))?;
+        stats.items_received = imported.len();
+    }
+    stats.transfer_secs = started.elapsed().as_secs_f64() - stats.build_secs;
+    Ok(Done::Built(stats))
+}

@@ -36,6 +36,18 @@ fn keygen(path: &Path) {
 impl Sshd {
     /// Start sshd on host `host` of `lan`, its files under `dir`.
     pub fn start(lan: &Lan, host: usize, dir: &Path) -> Self {
+        Self::start_with_binds(lan, host, dir, &[])
+    }
+
+    /// [`start`](Self::start) in a mount namespace of its own where each
+    /// `(source, target)` of `binds` is bind-mounted (so that its sessions
+    /// see, say, another store at the same path).
+    pub fn start_with_binds(
+        lan: &Lan,
+        host: usize,
+        dir: &Path,
+        binds: &[(std::path::PathBuf, std::path::PathBuf)],
+    ) -> Self {
         let sshd = require_program("sshd", "openssh-server");
         std::fs::create_dir_all(dir).expect("sshd dir");
         // Privilege separation wants this directory (empty, root's).
@@ -60,8 +72,21 @@ impl Sshd {
             ),
         )
         .expect("sshd_config");
-        let mut cmd = lan.command(host, &sshd);
-        cmd.arg("-D").arg("-e").arg("-f").arg(&config);
+        let mut script = String::from("set -e\n");
+        for (source, target) in binds {
+            script.push_str(&format!(
+                "mount --bind '{}' '{}'\n",
+                source.display(),
+                target.display()
+            ));
+        }
+        script.push_str(&format!(
+            "exec '{}' -D -e -f '{}'\n",
+            sshd.display(),
+            config.display()
+        ));
+        let mut cmd = lan.command(host, "unshare");
+        cmd.args(["-m", "--propagation", "private", "/bin/sh", "-c", &script]);
         cmd.stderr(std::fs::File::create(dir.join("sshd.log")).expect("log"));
         lan.spawn(cmd);
         let public = std::fs::read_to_string(dir.join("host_key.pub")).expect("host key");

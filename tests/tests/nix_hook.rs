@@ -49,6 +49,21 @@ fn nix_build(
     extra: &str,
     expr: &str,
 ) -> std::process::Output {
+    nix_build_with(lan, nix, work, etc, socket, extra, expr, &[])
+}
+
+/// [`nix_build`] with more variables in the daemon's environment.
+#[allow(clippy::too_many_arguments)]
+fn nix_build_with(
+    lan: &Lan,
+    nix: &IsolatedNix,
+    work: &Path,
+    etc: &Path,
+    socket: &Path,
+    extra: &str,
+    expr: &str,
+    env: &[(&str, String)],
+) -> std::process::Output {
     // The hook as Nix runs it: `build-hook` names a program whose
     // basename is `offload-nix-hook`.
     let hook = work.join("bin/offload-nix-hook");
@@ -67,6 +82,7 @@ fn nix_build(
         .env("GUIX_CONFIGURATION_DIRECTORY", etc)
         .env("OFFLOAD_MASTER_SOCKET", socket)
         .env("RUST_LOG", "warn")
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(work.join("daemon.err")).unwrap());
@@ -232,4 +248,89 @@ in [
     );
     assert!(agent_has(work.path(), "nix-a1", plain));
     nix.assert_verify_clean();
+}
+
+#[test]
+fn a_nix_machine_without_an_agent_is_used_through_its_daemon_over_ssh() {
+    let lan = Lan::new(2);
+    let nix = IsolatedNix::new();
+    let remote = IsolatedNix::new();
+    let work = tempfile::tempdir().unwrap();
+    let etc = work.path().join("etc");
+    run_ok(
+        offload_tests::offload("offload-master")
+            .args(["key", "generate", "--dir"])
+            .arg(&etc),
+        b"",
+    );
+    // Host 1 has sshd and Nix, no agent. Its sessions see its own store
+    // at the master's store path (a bind mount in sshd's namespace), as a
+    // second machine would.
+    std::fs::create_dir_all(remote.store_dir()).unwrap();
+    std::fs::create_dir_all(nix.store_dir()).unwrap();
+    let sshd = offload_tests::sshd::Sshd::start_with_binds(
+        &lan,
+        1,
+        &work.path().join("sshd"),
+        &[(remote.store_dir(), nix.store_dir())],
+    );
+    let script = work.path().join("remote-nix-daemon");
+    let mut text = String::from("#!/bin/sh\n");
+    for (k, v) in nix.env() {
+        let v = if k == "NIX_STORE_DIR" {
+            nix.store_dir().into_os_string()
+        } else if k == "NIX_CONFIG" {
+            v
+        } else {
+            // Its own state, logs and configuration.
+            std::ffi::OsString::from(v.to_string_lossy().replace(
+                &nix.root().display().to_string(),
+                &remote.root().display().to_string(),
+            ))
+        };
+        text.push_str(&format!("export {k}='{}'\n", v.to_string_lossy()));
+    }
+    text.push_str("exec nix-daemon --stdio\n");
+    std::fs::write(&script, text).unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let system = offload_tests::current_system();
+    let host_key = data_encoding::BASE64.encode(sshd.host_key.trim().as_bytes());
+    let builders = format!(
+        "builders = ssh://root@{}:{} {system} {} 1 1 - - {host_key}\n",
+        lan.hosts()[1].ip,
+        offload_tests::sshd::PORT,
+        sshd.client_key.display()
+    );
+    let expr = r#"
+derivation {
+  name = "nh-daemon-only";
+  system = builtins.currentSystem;
+  builder = "/bin/sh";
+  args = [ "-c" "echo built by a bare nix-daemon; echo bare > $out" ];
+}
+"#;
+    let socket = work.path().join("no-serve.sock");
+    let extra = builders;
+    // The hook's environment comes from the daemon's.
+    let out = nix_build_with(
+        &lan,
+        &nix,
+        work.path(),
+        &etc,
+        &socket,
+        &extra,
+        expr,
+        &[("OFFLOAD_REMOTE_NIX_DAEMON", script.display().to_string())],
+    );
+    let path = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "bare\n");
+    // Built there: its own database has it.
+    let db = offload_store::db::Db::open(&remote.db()).unwrap();
+    assert!(
+        db.is_valid(&offload_core::store_path::StorePath::parse(&path).unwrap())
+            .unwrap()
+    );
+    nix.assert_verify_clean();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("nix-daemon --stdio"), "{log}");
 }

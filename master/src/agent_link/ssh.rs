@@ -60,39 +60,63 @@ pub fn host_key_of(entry: &str) -> Option<String> {
     (text.starts_with("ssh-") || text.starts_with("ecdsa-")).then(|| text.to_owned())
 }
 
+/// The pinned known-hosts file for `route` and ssh's arguments to run
+/// `remote` there (batch mode, no agent forwarding, that key only).
+pub fn command_line(
+    route: &SshRoute,
+    remote: &str,
+) -> std::io::Result<(tempfile::NamedTempFile, Vec<String>)> {
+    let mut known = tempfile::NamedTempFile::new()?;
+    known.write_all(route.known_hosts_line().as_bytes())?;
+    let mut args: Vec<String> = [
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "ForwardAgent=no",
+        "-o",
+        "StrictHostKeyChecking=yes",
+        "-o",
+        "GlobalKnownHostsFile=/dev/null",
+        "-o",
+        "LogLevel=ERROR",
+        "-o",
+        "ConnectTimeout=10",
+    ]
+    .map(String::from)
+    .to_vec();
+    args.push("-o".into());
+    args.push(format!("UserKnownHostsFile={}", known.path().display()));
+    if let Some(k) = route.private_key.as_ref().filter(|k| !k.is_empty()) {
+        args.extend([
+            "-o".into(),
+            "IdentitiesOnly=yes".into(),
+            "-i".into(),
+            k.clone(),
+        ]);
+    }
+    args.extend([
+        "-p".into(),
+        route.port.to_string(),
+        format!("{}@{}", route.user, route.host),
+        remote.to_owned(),
+    ]);
+    Ok((known, args))
+}
+
 /// Open a session with the agent behind `route`.
 pub async fn connect(
     route: &SshRoute,
     key: &Arc<SecretKey>,
     expect: &Expect,
 ) -> Result<AgentLink, LinkError> {
-    let known = tempfile::NamedTempFile::new()
-        .and_then(|mut f| f.write_all(route.known_hosts_line().as_bytes()).map(|()| f))
-        .map_err(|e| LinkError::Unreachable(format!("writing a known-hosts file: {e}")))?;
     let remote = std::env::var("OFFLOAD_REMOTE_AGENT")
         .ok()
         .filter(|r| !r.trim().is_empty())
         .unwrap_or_else(|| DEFAULT_REMOTE.into());
+    let (known, args) = command_line(route, &remote)
+        .map_err(|e| LinkError::Unreachable(format!("writing a known-hosts file: {e}")))?;
     let mut cmd = tokio::process::Command::new("ssh");
-    cmd.args(["-o", "BatchMode=yes", "-o", "ForwardAgent=no"])
-        .args(["-o", "StrictHostKeyChecking=yes"])
-        .arg("-o")
-        .arg(format!("UserKnownHostsFile={}", known.path().display()))
-        .args([
-            "-o",
-            "GlobalKnownHostsFile=/dev/null",
-            "-o",
-            "LogLevel=ERROR",
-        ])
-        .args(["-o", "ConnectTimeout=10"]);
-    if let Some(k) = &route.private_key
-        && !k.is_empty()
-    {
-        cmd.args(["-o", "IdentitiesOnly=yes", "-i", k]);
-    }
-    cmd.args(["-p", &route.port.to_string()])
-        .arg(format!("{}@{}", route.user, route.host))
-        .arg(&remote)
+    cmd.args(&args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

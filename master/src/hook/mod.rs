@@ -415,13 +415,36 @@ impl Hook {
                 choice.target.clone(),
                 probe.take(),
             );
+            let daemon_fallback = self.voice == Voice::Nix;
+            let store_dir = self.setup.store_dir.clone();
             let linked = self.runtime.block_on(async move {
                 let link = match probe {
                     Some(link) => link,
-                    None => crate::links::connect(&target, &key, acl).await?,
+                    None => match crate::links::connect(&target, &key, acl).await {
+                        Ok(link) => link,
+                        // No agent there: a Nix machine's own daemon over
+                        // SSH, as Nix's build-remote reaches it.
+                        Err(crate::agent_link::LinkError::Unreachable(why))
+                            if daemon_fallback && target.ssh.is_some() =>
+                        {
+                            let route = target.ssh.as_ref().expect("checked");
+                            return remote_daemon(route, store_dir)
+                                .await
+                                .map(|store| Conn::Daemon(Box::new(store)))
+                                .map_err(|e| {
+                                    crate::agent_link::LinkError::Unreachable(format!(
+                                        "{why}; its nix-daemon over SSH: {e}"
+                                    ))
+                                });
+                        }
+                        Err(e) => return Err(e),
+                    },
                 };
                 match link.lease().await {
-                    Ok(lease) => Ok((link, lease)),
+                    Ok(lease) => Ok(Conn::Agent {
+                        link: Box::new(link),
+                        lease,
+                    }),
                     Err(e) => {
                         link.close().await;
                         Err(e)
@@ -429,12 +452,11 @@ impl Hook {
                 }
             });
             match linked {
-                Ok((link, lease)) => {
+                Ok(conn) => {
                     return Some(Claim {
                         choice: choice.clone(),
                         slot,
-                        link,
-                        lease,
+                        conn,
                     });
                 }
                 Err(e) => {
@@ -489,33 +511,47 @@ impl Hook {
         while let Some(c) = claim.take() {
             tried.push(c.choice.name.clone());
             sink.machine = c.choice.name.clone();
-            let Claim {
-                choice,
-                slot,
-                link,
-                lease,
-            } = c;
-            let transport = link.transport();
+            let Claim { choice, slot, conn } = c;
+            let transport = match &conn {
+                Conn::Agent { link, .. } => link.transport(),
+                Conn::Daemon(_) => "SSH (nix-daemon --stdio)",
+            };
             if transport != "QUIC" {
                 self.voice
                     .say(&format!("reaching '{}' over {transport}", choice.name));
             }
             let (key, acl) = (Arc::clone(&self.key), Arc::clone(&self.acl));
             let result = self.runtime.block_on(async {
-                let remote = transfer::Remote {
-                    link: &link,
-                    lease,
-                    name: &choice.name,
-                };
                 let mut home = transfer::Home {
                     store: &mut store,
                     key: &key,
                     acl: &acl,
                 };
-                let r = transfer::offload(&remote, &job, &mut home, &mut sink).await;
-                let _ = tokio::time::timeout(Duration::from_secs(2), link.release(lease.id)).await;
-                link.close().await;
-                r
+                match conn {
+                    Conn::Agent { link, lease } => {
+                        let remote = transfer::Remote {
+                            link: &link,
+                            lease,
+                            name: &choice.name,
+                        };
+                        let r = transfer::offload(&remote, &job, &mut home, &mut sink).await;
+                        let _ =
+                            tokio::time::timeout(Duration::from_secs(2), link.release(lease.id))
+                                .await;
+                        (*link).close().await;
+                        r
+                    }
+                    Conn::Daemon(mut remote) => {
+                        transfer::offload_to_daemon(
+                            &mut remote,
+                            &choice.name,
+                            &job,
+                            &mut home,
+                            &mut sink,
+                        )
+                        .await
+                    }
+                }
             });
             self.slots.release(slot);
             match result {
@@ -603,12 +639,45 @@ fn seed() -> u64 {
     t ^ u64::from(std::process::id())
 }
 
+/// How a claimed machine is reached.
+enum Conn {
+    /// Its agent, with a lease on one of its slots.
+    Agent {
+        link: Box<AgentLink>,
+        lease: crate::agent_link::Lease,
+    },
+    /// Its daemon's worker protocol (a Nix machine without an agent).
+    Daemon(Box<Store>),
+}
+
+/// `ssh HOST nix-daemon --stdio` (or `OFFLOAD_REMOTE_NIX_DAEMON`), the
+/// host key pinned, as a store.
+async fn remote_daemon(
+    route: &crate::agent_link::ssh::SshRoute,
+    store_dir: StoreDir,
+) -> anyhow::Result<Store> {
+    let remote = std::env::var("OFFLOAD_REMOTE_NIX_DAEMON")
+        .ok()
+        .filter(|r| !r.trim().is_empty())
+        .unwrap_or_else(|| "nix-daemon --stdio".into());
+    let (known, args) = crate::agent_link::ssh::command_line(route, &remote)?;
+    let conn = offload_store::daemon::spawn_stdio(std::path::Path::new("ssh"), &args, &[])?;
+    let label = StoreSpec::NixDaemon(format!("ssh://{}@{}", route.user, route.host).into());
+    let store = tokio::time::timeout(
+        Duration::from_secs(30),
+        Store::over(conn, offload_store::daemon::Dialect::Nix, store_dir, label),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("no answer from the daemon within 30 s"))??;
+    drop(known);
+    Ok(store)
+}
+
 /// A machine claimed for one build: its slot lock, link and lease.
 pub(crate) struct Claim {
     pub(crate) choice: Choice,
     slot: Slot,
-    link: AgentLink,
-    lease: crate::agent_link::Lease,
+    conn: Conn,
 }
 
 /// Progress to stderr, the build log to fd 4.

@@ -149,6 +149,22 @@ impl Store {
         }
     }
 
+    /// A daemon reached over `conn` (such as `ssh HOST nix-daemon
+    /// --stdio`), which must speak `expect`; `label` names it in messages.
+    pub async fn over(
+        conn: Connection,
+        expect: Dialect,
+        store_dir: StoreDir,
+        label: StoreSpec,
+    ) -> Result<Self, Error> {
+        let client = DaemonClient::handshake(conn, Some(expect)).await?;
+        Ok(Self::Daemon {
+            client: Box::new(client),
+            store_dir,
+            spec: label,
+        })
+    }
+
     /// Another handle on the same store, usable at the same time as this
     /// one (from another task): the same embedded or local store, or a
     /// new connection to the same daemon.
