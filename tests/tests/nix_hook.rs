@@ -334,3 +334,87 @@ derivation {
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(log.contains("nix-daemon --stdio"), "{log}");
 }
+
+#[test]
+fn nix_build_of_a_30_derivation_dag_runs_entirely_on_three_agents() {
+    let lan = Lan::new(4);
+    let nix = IsolatedNix::new();
+    let work = tempfile::tempdir().unwrap();
+    let etc = work.path().join("etc");
+    run_ok(
+        offload_tests::offload("offload-master")
+            .args(["key", "generate", "--dir"])
+            .arg(&etc),
+        b"",
+    );
+    let masters = work.path().join("masters-acl");
+    authorize(&masters, &etc.join("signing-key.pub"));
+    let store_dir = nix.store_dir().display().to_string();
+    let names = ["dag-a1", "dag-a2", "dag-a3"];
+    for (i, name) in names.into_iter().enumerate() {
+        let (mut cmd, keys) = lan_agent(&lan, i + 1, name, &masters, work.path());
+        cmd.args(["--systems", &offload_tests::current_system()])
+            .args(["--store-dir", &store_dir, "--update-secs", "0.5"])
+            .args(["--parallel-builds", "2"]);
+        if i == 1 {
+            cmd.args(["--features", "big"]);
+        }
+        authorize(&etc.join("acl"), &keys.join("signing-key.pub"));
+        lan.spawn(cmd);
+    }
+    let socket = work.path().join("master.sock");
+    let mut serve = lan.command(0, bin("offload-master"));
+    serve
+        .env("RUST_LOG", "warn")
+        .arg("serve")
+        .arg("--socket")
+        .arg(&socket)
+        .arg("--machines")
+        .arg(etc.join("machines.scm"))
+        .arg("--acl")
+        .arg(etc.join("acl"))
+        .arg("--key")
+        .arg(etc.join("signing-key.sec"))
+        .args(["--interface", &lan.hosts()[0].iface]);
+    lan.spawn(serve);
+    assert!(
+        wait_for(Duration::from_secs(30), || {
+            offload_master::serve::ask(&socket, true)
+                .ok()
+                .flatten()
+                .and_then(|r| serde_json::from_str::<serde_json::Value>(&r).ok())
+                .and_then(|v| v.as_array().cloned())
+                .is_some_and(|m| m.len() == 3 && m.iter().all(|m| m["health"] == "ok"))
+        }),
+        "serve did not link to the agents"
+    );
+    let out = nix_build(
+        &lan,
+        &nix,
+        work.path(),
+        &etc,
+        &socket,
+        "",
+        &offload_tests::guix_host::dag30(""),
+    );
+    let outputs: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(outputs.len(), 30);
+    let mut used = std::collections::BTreeSet::new();
+    for o in &outputs {
+        let on: Vec<&str> = names
+            .iter()
+            .copied()
+            .filter(|n| agent_has(work.path(), n, o))
+            .collect();
+        assert!(!on.is_empty(), "{o} was not built on an agent");
+        used.extend(on);
+        if o.ends_with("-feat") {
+            assert!(agent_has(work.path(), "dag-a2", o), "feat needs `big`");
+        }
+    }
+    assert_eq!(used.len(), 3, "{used:?}");
+    nix.assert_verify_clean();
+}
