@@ -39,12 +39,13 @@ pub trait Board: Send + Sync + 'static {
 }
 
 /// The live state in an agent's status.
-pub fn live(s: &proto::Status) -> LiveStatus {
+pub fn live(s: &proto::Status, link: &AgentLink) -> LiveStatus {
     LiveStatus {
         free: s.free,
         load: f64::from(s.load_milli) / 1000.0,
         disk: s.disk,
         draining: s.draining,
+        transport: link.transport(),
     }
 }
 
@@ -161,7 +162,7 @@ pub async fn probe_all(
             });
             let outcome = match attempt {
                 Ok(link) => {
-                    let status = live(&link.welcome().status);
+                    let status = live(&link.welcome().status, &link);
                     link.close().await;
                     Ok(status)
                 }
@@ -220,11 +221,11 @@ async fn keep_up(board: Arc<dyn Board>, target: LinkTarget, key: Arc<SecretKey>,
             Ok(link) => {
                 backoff = Duration::from_millis(500);
                 tracing::info!(target = ?target.id, "linked");
-                board.report(&target, Ok(live(&link.welcome().status)));
+                board.report(&target, Ok(live(&link.welcome().status, &link)));
                 loop {
                     tokio::time::sleep(POLL).await;
                     match tokio::time::timeout(POLL_TIMEOUT, link.status()).await {
-                        Ok(Ok(status)) => board.report(&target, Ok(live(&status))),
+                        Ok(Ok(status)) => board.report(&target, Ok(live(&status, &link))),
                         Ok(Err(e)) => {
                             tracing::info!(target = ?target.id, "link lost: {e}");
                             board.report(&target, Err(failure(&e)));

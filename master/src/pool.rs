@@ -131,6 +131,8 @@ pub struct Live {
     pub link: Link,
     /// Since when its agent has been unreachable, if it is.
     pub unreachable_since_ms: Option<u64>,
+    /// How its link reaches the agent (`QUIC`, `SSH`), while linked.
+    pub transport: Option<&'static str>,
 }
 
 impl Default for Live {
@@ -145,6 +147,7 @@ impl Default for Live {
             last_seen_ms: None,
             link: Link::Unknown,
             unreachable_since_ms: None,
+            transport: None,
         }
     }
 }

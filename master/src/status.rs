@@ -56,6 +56,7 @@ pub fn json(pool: &Pool) -> String {
                 "health": health(m),
                 "draining": m.live.draining,
                 "link": matches!(m.live.link, Link::Ok),
+                "transport": m.live.transport,
             })
         })
         .collect();

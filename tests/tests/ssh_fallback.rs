@@ -12,10 +12,29 @@ use offload_tests::lan::Lan;
 use offload_tests::sshd::{PORT, Sshd};
 use offload_tests::{bin, run_ok};
 
+/// `offload-master status --json` on the daemon host, looking by itself.
+fn status(s: &Setup) -> std::process::Output {
+    s.lan
+        .command(0, bin("offload-master"))
+        .env("RUST_LOG", "warn")
+        .args(["status", "--json", "--discover-ms", "200", "--socket"])
+        .arg(s.host.dir().join("none.sock"))
+        .arg("--machines")
+        .arg(s.host.etc().join("machines.scm"))
+        .arg("--acl")
+        .arg(s.host.etc().join("acl"))
+        .arg("--key")
+        .arg(s.host.etc().join("signing-key.sec"))
+        .env("OFFLOAD_REMOTE_AGENT", &s.remote)
+        .output()
+        .unwrap()
+}
+
 struct Setup {
     lan: Lan,
     host: GuixHost,
     sshd: Sshd,
+    remote: String,
     _work: tempfile::TempDir,
 }
 
@@ -52,6 +71,7 @@ fn setup(host_key: Option<&str>) -> Setup {
         dir.join("state").display(),
     );
     host.set_env("OFFLOAD_REMOTE_AGENT", &remote);
+    let remote_agent = remote.clone();
     host.set_env("OFFLOAD_DISCOVER_MS", "200");
     let ip = lan.hosts()[1].ip;
     let pinned = host_key.map_or_else(|| sshd.host_key.trim().to_owned(), str::to_owned);
@@ -67,6 +87,7 @@ fn setup(host_key: Option<&str>) -> Setup {
         lan,
         host,
         sshd,
+        remote: remote_agent,
         _work: work,
     }
 }
@@ -91,7 +112,13 @@ fn a_machine_whose_quic_is_unreachable_builds_over_ssh() {
     let chatter = end.chatter.join("\n");
     assert!(chatter.contains("over SSH"), "{chatter}");
     assert!(String::from_utf8_lossy(&end.log).contains("closed UDP port"));
-    let _ = (&s.lan, &s.sshd);
+    // `status` says how the machine is reached.
+    let out = status(&s);
+    let machines: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let m = &machines[0];
+    assert_eq!(m["health"], "ok", "{m:#}");
+    assert_eq!(m["transport"], "SSH", "{m:#}");
+    let _ = &s.sshd;
 }
 
 #[test]
@@ -123,21 +150,7 @@ fn a_wrong_host_key_is_refused_naming_the_machine_and_the_key() {
     assert_eq!(hook.ask(&line), "postpone");
     hook.close_stdin();
     let _ = hook.finish();
-    let out = s
-        .lan
-        .command(0, bin("offload-master"))
-        .env("RUST_LOG", "warn")
-        .args(["status", "--json", "--discover-ms", "200", "--socket"])
-        .arg(s.host.dir().join("none.sock"))
-        .arg("--machines")
-        .arg(s.host.etc().join("machines.scm"))
-        .arg("--acl")
-        .arg(s.host.etc().join("acl"))
-        .arg("--key")
-        .arg(s.host.etc().join("signing-key.sec"))
-        .env("OFFLOAD_REMOTE_AGENT", "offload-agent stdio")
-        .output()
-        .unwrap();
+    let out = status(&s);
     let text = String::from_utf8_lossy(&out.stdout);
     let ip = s.lan.hosts()[1].ip.to_string();
     assert!(text.contains(&ip), "{text}");

@@ -213,6 +213,7 @@ mod tests {
             load: 0.0,
             disk: 1 << 40,
             draining: false,
+            transport: "QUIC",
         };
         pool.set_link(&id(name), Ok(s), 0);
     }
@@ -260,6 +261,7 @@ mod tests {
             load: 0.0,
             disk: 1 << 40,
             draining: true,
+            transport: "QUIC",
         };
         pool.set_link(&id("a"), Ok(draining), 0);
         assert!(

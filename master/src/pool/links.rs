@@ -60,6 +60,8 @@ pub struct LiveStatus {
     pub disk: u64,
     /// Draining: no new builds.
     pub draining: bool,
+    /// How the link reaches the agent: `QUIC` or `SSH`.
+    pub transport: &'static str,
 }
 
 /// Which machine a link belongs to.
@@ -200,6 +202,7 @@ impl Pool {
                 m.live.load = Some(s.load);
                 m.live.disk = Some(s.disk);
                 m.live.draining = s.draining;
+                m.live.transport = Some(s.transport);
                 m.live.last_seen_ms = Some(now_ms);
                 m.live.unreachable_since_ms = None;
                 if m.advert.is_some() || matches!(m.live.health, Health::Unhealthy { .. }) {
@@ -214,6 +217,7 @@ impl Pool {
                     m.live.unreachable_since_ms = None;
                 }
                 m.live.link = Link::Failed { kind, reason };
+                m.live.transport = None;
                 m.live.free_slots = None;
                 m.live.load = None;
                 m.live.disk = None;

@@ -66,6 +66,7 @@ fn static_and_discovered_merge_by_name_and_port_once_the_key_is_proven() {
             load: 0.25,
             disk: 10 << 30,
             draining: false,
+            transport: "QUIC",
         }),
         1000,
     );
@@ -160,6 +161,7 @@ fn news_of_a_link_to_what_a_machine_advertised_before_is_dropped() {
         load: 0.0,
         disk: 1 << 30,
         draining: false,
+        transport: "QUIC",
     };
     pool.report_link(&old, Ok(status), 20);
     assert_eq!(pool.machines()[0].live.link, Link::Unknown);
@@ -349,6 +351,7 @@ pub(crate) fn discover_linked(pool: &mut Pool, a: Advert, authorized: bool, now_
             load: a.load,
             disk: a.disk,
             draining: a.draining,
+            transport: "QUIC",
         },
     );
     pool.discovered(a, authorized, now_ms);
