@@ -336,7 +336,8 @@ async fn fetch_outputs(
 }
 
 /// Run `job` on a machine without an agent, through its daemon's worker
-/// protocol (`ssh HOST nix-daemon --stdio`), named `machine` in messages.
+/// protocol over SSH (`nix-daemon --stdio`, or a proxy to guix-daemon's
+/// socket), named `machine` in messages.
 /// Its outputs carry no signature we could check: they are trusted as
 /// Nix's own `build-remote` trusts them, because the daemon was reached
 /// through the machine's pinned SSH host key.
@@ -388,12 +389,15 @@ pub async fn offload_to_daemon(
             .seek(SeekFrom::End(0))
             .and_then(|n| file.seek(SeekFrom::Start(0)).map(|_| n))
             .map_err(|e| local("rewinding the spool file")(e.to_string()))?;
+        // A Guix daemon checks our signatures against its own ACL (our key
+        // must be authorized there, as for Guix's offload); a Nix daemon
+        // takes a trusted user's paths as they are.
+        let signatures = match remote.dialect() {
+            Some(offload_store::daemon::Dialect::Guix) => Signatures::Check(home.acl),
+            _ => Signatures::Ignore,
+        };
         remote
-            .import(
-                std::io::BufReader::new(file),
-                Signatures::Ignore,
-                &mut |_| {},
-            )
+            .import(std::io::BufReader::new(file), signatures, &mut |_| {})
             .await
             .map_err(|e| lost("importing the inputs", e))?;
         stats.items_sent = ordered.len();

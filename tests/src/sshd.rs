@@ -48,6 +48,31 @@ impl Sshd {
         dir: &Path,
         binds: &[(std::path::PathBuf, std::path::PathBuf)],
     ) -> Self {
+        let mut mounts = String::from("set -e\n");
+        for (source, target) in binds {
+            mounts.push_str(&format!(
+                "mount --bind '{}' '{}'\n",
+                source.display(),
+                target.display()
+            ));
+        }
+        Self::start_via(lan, host, dir, &|script: &str| {
+            let mut cmd = lan.command(host, "unshare");
+            cmd.args(["-m", "--propagation", "private", "/bin/sh", "-c"])
+                .arg(format!("{mounts}{script}"));
+            cmd
+        })
+    }
+
+    /// [`start`](Self::start) with the shell line that runs sshd wrapped
+    /// by `wrap` (which must run it on host `host`, e.g. in a mount
+    /// namespace of a daemon host).
+    pub fn start_via(
+        lan: &Lan,
+        host: usize,
+        dir: &Path,
+        wrap: &dyn Fn(&str) -> std::process::Command,
+    ) -> Self {
         let sshd = require_program("sshd", "openssh-server");
         std::fs::create_dir_all(dir).expect("sshd dir");
         // Privilege separation wants this directory (empty, root's).
@@ -72,21 +97,12 @@ impl Sshd {
             ),
         )
         .expect("sshd_config");
-        let mut script = String::from("set -e\n");
-        for (source, target) in binds {
-            script.push_str(&format!(
-                "mount --bind '{}' '{}'\n",
-                source.display(),
-                target.display()
-            ));
-        }
-        script.push_str(&format!(
+        let script = format!(
             "exec '{}' -D -e -f '{}'\n",
             sshd.display(),
             config.display()
-        ));
-        let mut cmd = lan.command(host, "unshare");
-        cmd.args(["-m", "--propagation", "private", "/bin/sh", "-c", &script]);
+        );
+        let mut cmd = wrap(&script);
         cmd.stderr(std::fs::File::create(dir.join("sshd.log")).expect("log"));
         lan.spawn(cmd);
         let public = std::fs::read_to_string(dir.join("host_key.pub")).expect("host key");

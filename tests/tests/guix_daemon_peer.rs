@@ -199,8 +199,8 @@ fn the_real_guix_daemon_offloads_a_dag_through_our_hook_to_two_agents() {
 
 /// A daemon host with the real guix-daemon running (its own database),
 /// trusting its own key; the daemon's socket.
-fn daemon_host(lan: &Lan, peer: &Path, work: &Path) -> (GuixHost, PathBuf) {
-    let mut host = GuixHost::new(lan, 0);
+fn daemon_host(lan: &Lan, i: usize, peer: &Path, work: &Path) -> (GuixHost, PathBuf) {
+    let mut host = GuixHost::new(lan, i);
     for entry in std::fs::read_dir(host.dir().join("var/db"))
         .unwrap()
         .flatten()
@@ -302,7 +302,7 @@ fn our_worker_protocol_client_against_the_real_guix_daemon() {
     let rt = offload_tests::agents::runtime();
     let lan = Lan::new(1);
     let work = tempfile::tempdir().unwrap();
-    let (host, socket) = daemon_host(&lan, &peer, work.path());
+    let (host, socket) = daemon_host(&lan, 0, &peer, work.path());
     let store = format!("guix-daemon:{}", socket.display());
     // Signed .drv files imported through the daemon (it checks them with
     // the real `guix authenticate`); each registered item printed.
@@ -375,4 +375,73 @@ fn our_worker_protocol_client_against_the_real_guix_daemon() {
         "{err}"
     );
     assert!(host.has(&kept) && !host.has(&refused));
+}
+
+#[test]
+fn a_guix_machine_without_an_agent_is_used_through_its_daemon_over_ssh() {
+    offload_tests::require_program("socat", "socat");
+    let peer = peer();
+    let rt = offload_tests::agents::runtime();
+    let lan = Lan::new(2);
+    let work = tempfile::tempdir().unwrap();
+    // Host 0: the daemon host our hook serves (the harness). Host 1: the
+    // real guix-daemon, sshd and socat, no agent; it trusts our key, as a
+    // build machine of Guix's own offload must.
+    let mut master = GuixHost::new(&lan, 0);
+    let (far, far_socket) = daemon_host(&lan, 1, &peer, work.path());
+    far.authorize(&[&master.etc().join("signing-key.pub")]);
+    let sshd =
+        offload_tests::sshd::Sshd::start_via(&lan, 1, &work.path().join("sshd"), &|script| {
+            let mut cmd = far.command("/bin/sh");
+            cmd.args(["-c", script]);
+            cmd
+        });
+    master.set_env(
+        "OFFLOAD_REMOTE_GUIX_DAEMON",
+        &format!("socat - UNIX-CONNECT:{}", far_socket.display()),
+    );
+    master.set_env("OFFLOAD_DISCOVER_MS", "200");
+    std::fs::write(
+        master.etc().join("machines.scm"),
+        format!(
+            r#"(list (build-machine (name "{}") (port {}) (systems (list "x86_64-linux")) (user "root") (private-key "{}") (host-key "{}")))"#,
+            lan.hosts()[1].ip,
+            offload_tests::sshd::PORT,
+            sshd.client_key.display(),
+            sshd.host_key.trim()
+        ),
+    )
+    .unwrap();
+    let drvs = offload_tests::agents::Drvs::new();
+    let drv = drvs.sh(
+        "bare-guix",
+        "echo built by a bare guix-daemon; echo ok > $out",
+    );
+    let closure = drvs.closure(&[&drv]);
+    rt.block_on(async {
+        let stream = drvs.signed_export(&closure, &master.key).await;
+        master.seed(&stream).await;
+    });
+    // The daemon has no local slot: the hook must find a machine.
+    let mut hook = master.spawn_hook(["x86_64-linux", "0", "1", "0"]);
+    let line = offload_tests::guix_host::request_line(false, "x86_64-linux", &drv, &[]);
+    assert_eq!(
+        hook.ask_until_accepted(&line, Duration::from_secs(60)),
+        "accept",
+        "{:?}",
+        hook.chatter
+    );
+    let (inputs, outputs) = rt.block_on(master.accept_lines(&drv));
+    hook.send_paths(&inputs, &outputs);
+    let end = hook.finish();
+    assert_eq!(end.code(), Some(0), "{end:#?}");
+    let out = master.outputs_of(&drv)["out"].clone();
+    assert!(master.has(&out), "not registered here");
+    assert!(far.has(&out), "not built by the far daemon");
+    let chatter = end.chatter.join("\n");
+    assert!(
+        chatter.contains("over SSH (the machine's daemon)"),
+        "{chatter}"
+    );
+    assert!(String::from_utf8_lossy(&end.log).contains("bare guix-daemon"));
 }

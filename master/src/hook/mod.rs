@@ -415,7 +415,10 @@ impl Hook {
                 choice.target.clone(),
                 probe.take(),
             );
-            let daemon_fallback = self.voice == Voice::Nix;
+            let dialect = match self.voice {
+                Voice::Nix => offload_store::daemon::Dialect::Nix,
+                Voice::Guix => offload_store::daemon::Dialect::Guix,
+            };
             let store_dir = self.setup.store_dir.clone();
             let linked = self.runtime.block_on(async move {
                 let link = match probe {
@@ -425,15 +428,15 @@ impl Hook {
                         // No agent there: a Nix machine's own daemon over
                         // SSH, as Nix's build-remote reaches it.
                         Err(crate::agent_link::LinkError::Unreachable(why))
-                            if daemon_fallback && target.ssh.is_some() =>
+                            if target.ssh.is_some() =>
                         {
                             let route = target.ssh.as_ref().expect("checked");
-                            return remote_daemon(route, store_dir)
+                            return remote_daemon(route, store_dir, dialect)
                                 .await
                                 .map(|store| Conn::Daemon(Box::new(store)))
                                 .map_err(|e| {
                                     crate::agent_link::LinkError::Unreachable(format!(
-                                        "{why}; its nix-daemon over SSH: {e}"
+                                        "{why}; its daemon over SSH: {e}"
                                     ))
                                 });
                         }
@@ -514,7 +517,7 @@ impl Hook {
             let Claim { choice, slot, conn } = c;
             let transport = match &conn {
                 Conn::Agent { link, .. } => link.transport(),
-                Conn::Daemon(_) => "SSH (nix-daemon --stdio)",
+                Conn::Daemon(_) => "SSH (the machine's daemon)",
             };
             if transport != "QUIC" {
                 self.voice
@@ -650,22 +653,36 @@ enum Conn {
     Daemon(Box<Store>),
 }
 
-/// `ssh HOST nix-daemon --stdio` (or `OFFLOAD_REMOTE_NIX_DAEMON`), the
-/// host key pinned, as a store.
+/// The machine's daemon over SSH, the host key pinned, as a store: `ssh
+/// HOST nix-daemon --stdio` (`OFFLOAD_REMOTE_NIX_DAEMON`), or for Guix a
+/// proxy to its daemon's socket, `socat - UNIX-CONNECT:/var/guix/daemon-socket/socket`
+/// (`OFFLOAD_REMOTE_GUIX_DAEMON`; the far side needs socat).
 async fn remote_daemon(
     route: &crate::agent_link::ssh::SshRoute,
     store_dir: StoreDir,
+    dialect: offload_store::daemon::Dialect,
 ) -> anyhow::Result<Store> {
-    let remote = std::env::var("OFFLOAD_REMOTE_NIX_DAEMON")
+    let (variable, default) = match dialect {
+        offload_store::daemon::Dialect::Nix => ("OFFLOAD_REMOTE_NIX_DAEMON", "nix-daemon --stdio"),
+        offload_store::daemon::Dialect::Guix => (
+            "OFFLOAD_REMOTE_GUIX_DAEMON",
+            "socat - UNIX-CONNECT:/var/guix/daemon-socket/socket",
+        ),
+    };
+    let remote = std::env::var(variable)
         .ok()
         .filter(|r| !r.trim().is_empty())
-        .unwrap_or_else(|| "nix-daemon --stdio".into());
+        .unwrap_or_else(|| default.into());
     let (known, args) = crate::agent_link::ssh::command_line(route, &remote)?;
     let conn = offload_store::daemon::spawn_stdio(std::path::Path::new("ssh"), &args, &[])?;
-    let label = StoreSpec::NixDaemon(format!("ssh://{}@{}", route.user, route.host).into());
+    let at = std::path::PathBuf::from(format!("ssh://{}@{}", route.user, route.host));
+    let label = match dialect {
+        offload_store::daemon::Dialect::Nix => StoreSpec::NixDaemon(at),
+        offload_store::daemon::Dialect::Guix => StoreSpec::GuixDaemon(at),
+    };
     let store = tokio::time::timeout(
         Duration::from_secs(30),
-        Store::over(conn, offload_store::daemon::Dialect::Nix, store_dir, label),
+        Store::over(conn, dialect, store_dir, label),
     )
     .await
     .map_err(|_| anyhow::anyhow!("no answer from the daemon within 30 s"))??;

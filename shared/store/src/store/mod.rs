@@ -178,6 +178,14 @@ impl Store {
         }
     }
 
+    /// The daemon's dialect, for a daemon store.
+    pub fn dialect(&self) -> Option<Dialect> {
+        match self {
+            Self::Daemon { client, .. } => Some(client.dialect()),
+            _ => None,
+        }
+    }
+
     /// The logical store directory.
     pub fn store_dir(&self) -> &StoreDir {
         match self {
