@@ -332,7 +332,7 @@ derivation {
     );
     nix.assert_verify_clean();
     let log = String::from_utf8_lossy(&out.stderr);
-    assert!(log.contains("nix-daemon --stdio"), "{log}");
+    assert!(log.contains("over SSH (the machine's daemon)"), "{log}");
 }
 
 #[test]
