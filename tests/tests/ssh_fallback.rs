@@ -1,7 +1,6 @@
 //! The SSH fallback on a namespace LAN: a static machine whose agent
-//! cannot be reached over QUIC (nothing answers on UDP 7441: its agent
-//! listens elsewhere and advertises nothing) is still used, through a real
-//! sshd (`ssh root@HOST offload-agent stdio`, its host key pinned from
+//! cannot be reached over QUIC (a firewall rule in its host's namespace
+//! drops UDP 7441) is still used, through a real sshd (`ssh root@HOST offload-agent stdio`, its host key pinned from
 //! machines.scm); a wrong host key is refused, naming the machine and key.
 
 use std::time::Duration;
@@ -53,11 +52,16 @@ fn setup(host_key: Option<&str>) -> Setup {
     );
     let system = offload_tests::current_system();
     let (mut agent, keys) = lan_agent(&lan, 1, "ssh-only", &masters, work.path());
-    agent
-        .args(["--systems", &system, "--no-advertise"])
-        .args(["--listen", "0.0.0.0:7442"]);
+    agent.args(["--systems", &system, "--no-advertise"]);
     host.authorize(&[&keys.join("signing-key.pub")]);
     lan.spawn(agent);
+    // QUIC blocked: the agent listens on UDP 7441, which its host drops.
+    let iptables = offload_tests::require_program("iptables", "iptables");
+    run_ok(
+        lan.command(1, iptables)
+            .args(["-A", "INPUT", "-p", "udp", "--dport", "7441", "-j", "DROP"]),
+        b"",
+    );
     let sshd = Sshd::start(&lan, 1, &work.path().join("sshd"));
     // What ssh runs on the agent's host: `offload-agent stdio`, joining
     // the running agent (its state directory) to share its slots and store.
@@ -97,10 +101,7 @@ fn a_machine_whose_quic_is_unreachable_builds_over_ssh() {
     let rt = runtime();
     let s = setup(None);
     let drvs = Drvs::new();
-    let drv = drvs.sh(
-        "via-ssh",
-        "echo built behind a closed UDP port; echo ok > $out",
-    );
+    let drv = drvs.sh("via-ssh", "echo built behind a firewall; echo ok > $out");
     let closure = drvs.closure(&[&drv]);
     rt.block_on(async {
         let stream = drvs.signed_export(&closure, &s.host.key).await;
@@ -111,7 +112,7 @@ fn a_machine_whose_quic_is_unreachable_builds_over_ssh() {
     assert!(s.host.has(&s.host.outputs_of(&drv)["out"]));
     let chatter = end.chatter.join("\n");
     assert!(chatter.contains("over SSH"), "{chatter}");
-    assert!(String::from_utf8_lossy(&end.log).contains("closed UDP port"));
+    assert!(String::from_utf8_lossy(&end.log).contains("behind a firewall"));
     // `status` says how the machine is reached.
     let out = status(&s);
     let machines: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
