@@ -1,8 +1,11 @@
 //! `offload-nix-hook` as nix-daemon 2.8 runs it (the `build-hook` setting,
-//! `max-jobs = 0`), on a namespace LAN: a `nix-build` through the daemon
-//! of a small DAG (fan-out, fan-in, a two-output derivation) is built
-//! entirely on agents discovered by `serve`, and `nix-store --verify
-//! --check-contents` is clean.
+//! `max-jobs = 0`), on a namespace LAN: `nix-build` through the daemon of
+//! a small DAG (fan-out, fan-in, a two-output derivation) and of the
+//! 30-derivation DAG, built entirely on agents discovered by `serve` —
+//! agents on embedded stores, and agents each on a nix-daemon of its own;
+//! machines of Nix's `builders` setting with mandatory features; a host
+//! with only nix-daemon and sshd, used through `nix-daemon --stdio` over
+//! SSH. `nix-store --verify --check-contents` is clean after each.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -414,6 +417,179 @@ fn nix_build_of_a_30_derivation_dag_runs_entirely_on_three_agents() {
         if o.ends_with("-feat") {
             assert!(agent_has(work.path(), "dag-a2", o), "feat needs `big`");
         }
+    }
+    assert_eq!(used.len(), 3, "{used:?}");
+    nix.assert_verify_clean();
+}
+
+/// An agent on host `i` whose store is a nix-daemon of its own: the
+/// host's store is seen at the master's store path (a bind mount in its
+/// mount namespace). Returns that store.
+fn agent_on_nix_daemon(
+    lan: &Lan,
+    i: usize,
+    name: &str,
+    masters: &Path,
+    work: &Path,
+    master_store: &Path,
+    features: &str,
+) -> (IsolatedNix, std::path::PathBuf) {
+    let own = IsolatedNix::new();
+    std::fs::create_dir_all(own.store_dir()).unwrap();
+    let keys = work.join(name).join("keys");
+    run_ok(
+        offload_tests::offload("offload-master")
+            .args(["key", "generate", "--dir"])
+            .arg(&keys),
+        b"",
+    );
+    let mut script = format!(
+        "set -e\nmount --bind '{}' '{}'\n",
+        own.store_dir().display(),
+        master_store.display()
+    );
+    for (k, v) in own.env() {
+        let v = if k == "NIX_STORE_DIR" {
+            master_store.display().to_string()
+        } else if k == "NIX_CONFIG" && features.contains("big") {
+            // Its daemon must offer the feature the agent advertises.
+            format!("{}system-features = big\n", v.to_string_lossy())
+        } else {
+            v.to_string_lossy().into_owned()
+        };
+        script.push_str(&format!("export {k}='{v}'\n"));
+    }
+    let socket = own.socket();
+    let log = work.join(format!("{name}-nix-daemon.log"));
+    script.push_str(&format!("nix-daemon > '{}' 2>&1 &\n", log.display()));
+    script.push_str(&format!(
+        "i=0; while [ ! -S '{}' ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done\n",
+        socket.display()
+    ));
+    let args = [
+        "run".to_owned(),
+        "--name".into(),
+        name.into(),
+        "--key".into(),
+        keys.join("signing-key.sec").display().to_string(),
+        "--acl".into(),
+        masters.display().to_string(),
+        "--store".into(),
+        format!("nix-daemon:{}", socket.display()),
+        "--store-dir".into(),
+        master_store.display().to_string(),
+        "--state-dir".into(),
+        work.join(name).join("state").display().to_string(),
+        "--interface".into(),
+        lan.hosts()[i].iface.clone(),
+        "--systems".into(),
+        offload_tests::current_system(),
+        "--parallel-builds".into(),
+        "2".into(),
+        "--update-secs".into(),
+        "0.5".into(),
+    ];
+    script.push_str(&format!("exec '{}'", bin("offload-agent").display()));
+    for a in args
+        .iter()
+        .map(String::as_str)
+        .chain(features.split_whitespace())
+    {
+        script.push_str(&format!(" '{a}'"));
+    }
+    script.push('\n');
+    let mut cmd = lan.command(i, "unshare");
+    cmd.args(["-m", "--propagation", "private", "/bin/sh", "-c", &script])
+        .env("RUST_LOG", "warn");
+    lan.spawn(cmd);
+    (own, keys)
+}
+
+#[test]
+fn agents_on_their_own_nix_daemons_build_the_30_derivation_dag() {
+    let lan = Lan::new(4);
+    let nix = IsolatedNix::new();
+    std::fs::create_dir_all(nix.store_dir()).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let etc = work.path().join("etc");
+    run_ok(
+        offload_tests::offload("offload-master")
+            .args(["key", "generate", "--dir"])
+            .arg(&etc),
+        b"",
+    );
+    let masters = work.path().join("masters-acl");
+    authorize(&masters, &etc.join("signing-key.pub"));
+    let mut stores = Vec::new();
+    for i in 1..=3 {
+        let features = if i == 2 { "--features big" } else { "" };
+        let (own, keys) = agent_on_nix_daemon(
+            &lan,
+            i,
+            &format!("nd-{i}"),
+            &masters,
+            work.path(),
+            &nix.store_dir(),
+            features,
+        );
+        authorize(&etc.join("acl"), &keys.join("signing-key.pub"));
+        stores.push(own);
+    }
+    let socket = work.path().join("master.sock");
+    let mut serve = lan.command(0, bin("offload-master"));
+    serve
+        .env("RUST_LOG", "warn")
+        .arg("serve")
+        .arg("--socket")
+        .arg(&socket)
+        .arg("--machines")
+        .arg(etc.join("machines.scm"))
+        .arg("--acl")
+        .arg(etc.join("acl"))
+        .arg("--key")
+        .arg(etc.join("signing-key.sec"))
+        .args(["--interface", &lan.hosts()[0].iface]);
+    lan.spawn(serve);
+    assert!(
+        wait_for(Duration::from_secs(30), || {
+            offload_master::serve::ask(&socket, true)
+                .ok()
+                .flatten()
+                .and_then(|r| serde_json::from_str::<serde_json::Value>(&r).ok())
+                .and_then(|v| v.as_array().cloned())
+                .is_some_and(|m| m.len() == 3 && m.iter().all(|m| m["health"] == "ok"))
+        }),
+        "serve did not link to the agents"
+    );
+    let out = nix_build(
+        &lan,
+        &nix,
+        work.path(),
+        &etc,
+        &socket,
+        "",
+        &offload_tests::guix_host::dag30(""),
+    );
+    let outputs: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(outputs.len(), 30);
+    let mut used = std::collections::BTreeSet::new();
+    for o in &outputs {
+        let p = offload_core::store_path::StorePath::parse(o).unwrap();
+        let on: Vec<usize> = stores
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| {
+                offload_store::db::Db::open(&s.db())
+                    .and_then(|db| db.is_valid(&p))
+                    .unwrap_or(false)
+            })
+            .map(|(i, _)| i)
+            .collect();
+        assert!(!on.is_empty(), "{o} was not built by an agent's nix-daemon");
+        used.extend(on);
     }
     assert_eq!(used.len(), 3, "{used:?}");
     nix.assert_verify_clean();
