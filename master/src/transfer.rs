@@ -112,6 +112,13 @@ fn mib(bytes: u64) -> String {
     format!("{:.1}", bytes as f64 / f64::from(1u32 << 20))
 }
 
+/// Back to the start of a spool file just written; its length.
+fn rewind(file: &mut std::fs::File) -> Result<u64, Error> {
+    file.seek(SeekFrom::End(0))
+        .and_then(|n| file.seek(SeekFrom::Start(0)).map(|_| n))
+        .map_err(|e| Error::Local(format!("rewinding the spool file: {e}")))
+}
+
 fn spool() -> Result<std::fs::File, Error> {
     tempfile::tempfile().map_err(|e| Error::Local(format!("creating a spool file: {e}")))
 }
@@ -269,10 +276,7 @@ async fn send_missing(
         .export(&ordered, key, &mut file)
         .await
         .map_err(|e| local("exporting the inputs")(e.to_string()))?;
-    let len = file
-        .seek(SeekFrom::End(0))
-        .and_then(|n| file.seek(SeekFrom::Start(0)).map(|_| n))
-        .map_err(|e| local("rewinding the spool file")(e.to_string()))?;
+    let len = rewind(&mut file)?;
     let mut source = tokio::fs::File::from_std(file);
     let imported = link.import(&mut source).await?;
     if imported.len() != ordered.len() {
@@ -385,10 +389,7 @@ pub async fn offload_to_daemon(
             .export(&ordered, home.key, &mut file)
             .await
             .map_err(|e| local("exporting the inputs")(e.to_string()))?;
-        stats.bytes_sent = file
-            .seek(SeekFrom::End(0))
-            .and_then(|n| file.seek(SeekFrom::Start(0)).map(|_| n))
-            .map_err(|e| local("rewinding the spool file")(e.to_string()))?;
+        stats.bytes_sent = rewind(&mut file)?;
         // A Guix daemon checks our signatures against its own ACL (our key
         // must be authorized there, as for Guix's offload); a Nix daemon
         // takes a trusted user's paths as they are.
@@ -451,10 +452,7 @@ pub async fn offload_to_daemon(
             .export(job.outputs, home.key, &mut file)
             .await
             .map_err(|e| lost("exporting the outputs", e))?;
-        stats.bytes_received = file
-            .seek(SeekFrom::End(0))
-            .and_then(|n| file.seek(SeekFrom::Start(0)).map(|_| n))
-            .map_err(|e| local("rewinding the spool file")(e.to_string()))?;
+        stats.bytes_received = rewind(&mut file)?;
         let imported = home
             .store
             .import(

@@ -20,7 +20,7 @@ use offload_store::embedded::build::BuildOptions;
 use offload_store::local::Signatures;
 use offload_store::spec::StoreSpec;
 use offload_store::store::Store;
-use offload_tests::agents::{Drvs, lan_agent, runtime, wait_for};
+use offload_tests::agents::{Drvs, lan_agent, runtime};
 use offload_tests::guix_host::{GuixHost, build_all, dag30, request_line};
 use offload_tests::lan::Lan;
 use offload_tests::sshd::Sshd;
@@ -66,14 +66,7 @@ fn main() {
         lan.spawn(cmd);
     }
     lan.spawn(host.serve_command(&lan, 0));
-    let linked = wait_for(Duration::from_secs(30), || {
-        offload_master::serve::ask(&host.socket(), true)
-            .ok()
-            .flatten()
-            .and_then(|r| serde_json::from_str::<serde_json::Value>(&r).ok())
-            .and_then(|v| v.as_array().cloned())
-            .is_some_and(|m| m.len() == 3 && m.iter().all(|m| m["health"] == "ok"))
-    });
+    let linked = offload_tests::agents::wait_linked(&host.socket(), 3);
     assert!(linked, "serve did not link to the agents");
     let sshd = Sshd::start(&lan, 1, &dir.path().join("sshd"));
     let system = offload_tests::current_system();

@@ -14,7 +14,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use offload_tests::agents::{lan_agent, wait_for};
+use offload_tests::agents::lan_agent;
 use offload_tests::guix_host::dag30;
 use offload_tests::lan::Lan;
 use offload_tests::nixd::IsolatedNix;
@@ -200,29 +200,9 @@ fn main() {
         std::mem::forget(own);
     }
     let socket = d.join("master.sock");
-    let mut serve = lan.command(0, bin("offload-master"));
-    serve
-        .env("RUST_LOG", "warn")
-        .arg("serve")
-        .arg("--socket")
-        .arg(&socket)
-        .arg("--machines")
-        .arg(etc.join("machines.scm"))
-        .arg("--acl")
-        .arg(etc.join("acl"))
-        .arg("--key")
-        .arg(etc.join("signing-key.sec"))
-        .args(["--interface", &lan.hosts()[0].iface]);
-    lan.spawn(serve);
+    offload_tests::agents::start_serve(&lan, 0, &etc, &socket);
     assert!(
-        wait_for(Duration::from_secs(30), || {
-            offload_master::serve::ask(&socket, true)
-                .ok()
-                .flatten()
-                .and_then(|r| serde_json::from_str::<serde_json::Value>(&r).ok())
-                .and_then(|v| v.as_array().cloned())
-                .is_some_and(|m| m.len() == 3 && m.iter().all(|m| m["health"] == "ok"))
-        }),
+        offload_tests::agents::wait_linked(&socket, 3),
         "serve did not link to the agents"
     );
     let hook = d.join("bin/offload-nix-hook");

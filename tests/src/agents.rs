@@ -333,3 +333,41 @@ pub fn lan_agent(
         .args(["--interface", &lan.hosts()[host].iface]);
     (cmd, keys)
 }
+
+/// Start `offload-master serve` on host `i` of `lan` with the key, ACL and
+/// machines.scm of the configuration directory `etc`, listening at
+/// `socket`; its pid.
+pub fn start_serve(
+    lan: &crate::lan::Lan,
+    i: usize,
+    etc: &std::path::Path,
+    socket: &std::path::Path,
+) -> u32 {
+    let mut serve = lan.command(i, crate::bin("offload-master"));
+    serve
+        .env("RUST_LOG", "warn")
+        .arg("serve")
+        .arg("--socket")
+        .arg(socket)
+        .arg("--machines")
+        .arg(etc.join("machines.scm"))
+        .arg("--acl")
+        .arg(etc.join("acl"))
+        .arg("--key")
+        .arg(etc.join("signing-key.sec"))
+        .args(["--interface", &lan.hosts()[i].iface]);
+    lan.spawn(serve)
+}
+
+/// Wait (up to 30 s) until the `serve` at `socket` lists `n` machines,
+/// all linked and healthy; whether it did.
+pub fn wait_linked(socket: &std::path::Path, n: usize) -> bool {
+    wait_for(Duration::from_secs(30), || {
+        offload_master::serve::ask(socket, true)
+            .ok()
+            .flatten()
+            .and_then(|r| serde_json::from_str::<serde_json::Value>(&r).ok())
+            .and_then(|v| v.as_array().cloned())
+            .is_some_and(|m| m.len() == n && m.iter().all(|m| m["health"] == "ok"))
+    })
+}

@@ -121,14 +121,7 @@ fn the_real_guix_daemon_offloads_a_dag_through_our_hook_to_two_agents() {
         "guix-daemon did not listen"
     );
     // serve links to both agents before the client asks.
-    let linked = offload_tests::agents::wait_for(Duration::from_secs(30), || {
-        offload_master::serve::ask(&host.socket(), true)
-            .ok()
-            .flatten()
-            .and_then(|r| serde_json::from_str::<serde_json::Value>(&r).ok())
-            .and_then(|v| v.as_array().cloned())
-            .is_some_and(|m| m.len() == 2 && m.iter().all(|m| m["health"] == "ok"))
-    });
+    let linked = offload_tests::agents::wait_linked(&host.socket(), 2);
     assert!(linked, "serve did not link to both agents");
     let script = work.path().join("client.scm");
     std::fs::write(&script, CLIENT).unwrap();

@@ -147,28 +147,8 @@ fn nix_build_through_our_hook_builds_everything_on_discovered_agents() {
         lan.spawn(cmd);
     }
     let socket = work.path().join("master.sock");
-    let mut serve = lan.command(0, bin("offload-master"));
-    serve
-        .env("RUST_LOG", "warn")
-        .arg("serve")
-        .arg("--socket")
-        .arg(&socket)
-        .arg("--machines")
-        .arg(etc.join("machines.scm"))
-        .arg("--acl")
-        .arg(etc.join("acl"))
-        .arg("--key")
-        .arg(etc.join("signing-key.sec"))
-        .args(["--interface", &lan.hosts()[0].iface]);
-    lan.spawn(serve);
-    let linked = wait_for(Duration::from_secs(30), || {
-        offload_master::serve::ask(&socket, true)
-            .ok()
-            .flatten()
-            .and_then(|r| serde_json::from_str::<serde_json::Value>(&r).ok())
-            .and_then(|v| v.as_array().cloned())
-            .is_some_and(|m| m.len() == 2 && m.iter().all(|m| m["health"] == "ok"))
-    });
+    offload_tests::agents::start_serve(&lan, 0, &etc, &socket);
+    let linked = offload_tests::agents::wait_linked(&socket, 2);
     assert!(linked, "serve did not link to the agents");
     let out = nix_build(&lan, &nix, work.path(), &etc, &socket, "", DAG);
     let top = String::from_utf8_lossy(&out.stdout).trim().to_owned();
@@ -366,29 +346,9 @@ fn nix_build_of_a_30_derivation_dag_runs_entirely_on_three_agents() {
         lan.spawn(cmd);
     }
     let socket = work.path().join("master.sock");
-    let mut serve = lan.command(0, bin("offload-master"));
-    serve
-        .env("RUST_LOG", "warn")
-        .arg("serve")
-        .arg("--socket")
-        .arg(&socket)
-        .arg("--machines")
-        .arg(etc.join("machines.scm"))
-        .arg("--acl")
-        .arg(etc.join("acl"))
-        .arg("--key")
-        .arg(etc.join("signing-key.sec"))
-        .args(["--interface", &lan.hosts()[0].iface]);
-    lan.spawn(serve);
+    offload_tests::agents::start_serve(&lan, 0, &etc, &socket);
     assert!(
-        wait_for(Duration::from_secs(30), || {
-            offload_master::serve::ask(&socket, true)
-                .ok()
-                .flatten()
-                .and_then(|r| serde_json::from_str::<serde_json::Value>(&r).ok())
-                .and_then(|v| v.as_array().cloned())
-                .is_some_and(|m| m.len() == 3 && m.iter().all(|m| m["health"] == "ok"))
-        }),
+        offload_tests::agents::wait_linked(&socket, 3),
         "serve did not link to the agents"
     );
     let out = nix_build(
@@ -536,29 +496,9 @@ fn agents_on_their_own_nix_daemons_build_the_30_derivation_dag() {
         stores.push(own);
     }
     let socket = work.path().join("master.sock");
-    let mut serve = lan.command(0, bin("offload-master"));
-    serve
-        .env("RUST_LOG", "warn")
-        .arg("serve")
-        .arg("--socket")
-        .arg(&socket)
-        .arg("--machines")
-        .arg(etc.join("machines.scm"))
-        .arg("--acl")
-        .arg(etc.join("acl"))
-        .arg("--key")
-        .arg(etc.join("signing-key.sec"))
-        .args(["--interface", &lan.hosts()[0].iface]);
-    lan.spawn(serve);
+    offload_tests::agents::start_serve(&lan, 0, &etc, &socket);
     assert!(
-        wait_for(Duration::from_secs(30), || {
-            offload_master::serve::ask(&socket, true)
-                .ok()
-                .flatten()
-                .and_then(|r| serde_json::from_str::<serde_json::Value>(&r).ok())
-                .and_then(|v| v.as_array().cloned())
-                .is_some_and(|m| m.len() == 3 && m.iter().all(|m| m["health"] == "ok"))
-        }),
+        offload_tests::agents::wait_linked(&socket, 3),
         "serve did not link to the agents"
     );
     let out = nix_build(

@@ -53,7 +53,8 @@ fn need_u64(r: &mut impl Read, what: &str) -> anyhow::Result<u64> {
     read_u64(r)?.with_context(|| format!("the daemon closed stdin before {what}"))
 }
 
-fn read_string(r: &mut impl Read, max: u64, what: &str) -> anyhow::Result<String> {
+/// A string of at most `max` bytes.
+pub fn read_string(r: &mut impl Read, max: u64, what: &str) -> anyhow::Result<String> {
     let len = need_u64(r, what)?;
     anyhow::ensure!(len <= max, "{what}: {len} bytes, more than {max}");
     let padded = len.div_ceil(8) * 8;
@@ -64,14 +65,15 @@ fn read_string(r: &mut impl Read, max: u64, what: &str) -> anyhow::Result<String
     String::from_utf8(buf).with_context(|| format!("{what} is not UTF-8"))
 }
 
-fn read_set(r: &mut impl Read, max: u64, what: &str) -> anyhow::Result<Vec<String>> {
+/// A string set of at most `max` entries.
+pub fn read_set(r: &mut impl Read, max: u64, what: &str) -> anyhow::Result<Vec<String>> {
     let n = need_u64(r, what)?;
     anyhow::ensure!(n <= max, "{what}: {n} entries, more than {max}");
     (0..n).map(|_| read_string(r, MAX_NAME, what)).collect()
 }
 
 /// The settings block.
-fn read_settings(r: &mut impl Read) -> anyhow::Result<BTreeMap<String, String>> {
+pub fn read_settings(r: &mut impl Read) -> anyhow::Result<BTreeMap<String, String>> {
     let mut settings = BTreeMap::new();
     loop {
         match need_u64(r, "the settings")? {
