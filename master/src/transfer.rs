@@ -108,6 +108,11 @@ fn local(what: &str) -> impl FnOnce(String) -> Error + '_ {
     move |e| Error::Local(format!("{what}: {e}"))
 }
 
+/// `N store item(s)`, as Guix says it.
+fn items(n: usize) -> String {
+    format!("{n} store item{}", if n == 1 { "" } else { "s" })
+}
+
 fn mib(bytes: u64) -> String {
     format!("{:.1}", bytes as f64 / f64::from(1u32 << 20))
 }
@@ -266,9 +271,8 @@ async fn send_missing(
         }
     }
     sink.message(&format!(
-        "sending {} store item{} ({} MiB) to '{machine}'...",
-        ordered.len(),
-        if ordered.len() == 1 { "" } else { "s" },
+        "sending {} ({} MiB) to '{machine}'...",
+        items(ordered.len()),
         mib(nar_bytes)
     ));
     let mut file = spool()?;
@@ -303,9 +307,8 @@ async fn fetch_outputs(
         return Ok(());
     }
     sink.message(&format!(
-        "retrieving {} store item{} from '{machine}'...",
-        job.outputs.len(),
-        if job.outputs.len() == 1 { "" } else { "s" }
+        "retrieving {} from '{machine}'...",
+        items(job.outputs.len()),
     ));
     let paths: Vec<String> = job.outputs.iter().map(ToString::to_string).collect();
     let file = spool()?;
@@ -380,9 +383,8 @@ pub async fn offload_to_daemon(
             .await
             .map_err(|e| local("ordering the inputs")(e.to_string()))?;
         sink.message(&format!(
-            "sending {} store item{} to '{machine}' (its daemon, over SSH)...",
-            ordered.len(),
-            if ordered.len() == 1 { "" } else { "s" }
+            "sending {} to '{machine}' (its daemon, over SSH)...",
+            items(ordered.len()),
         ));
         let mut file = spool()?;
         home.store
@@ -443,9 +445,8 @@ pub async fn offload_to_daemon(
     }
     if !job.outputs.is_empty() {
         sink.message(&format!(
-            "retrieving {} store item{} from '{machine}'...",
-            job.outputs.len(),
-            if job.outputs.len() == 1 { "" } else { "s" }
+            "retrieving {} from '{machine}'...",
+            items(job.outputs.len()),
         ));
         let mut file = spool()?;
         remote

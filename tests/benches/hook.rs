@@ -49,12 +49,7 @@ fn main() {
     let host = GuixHost::new(&lan, 0);
     let dir = tempfile::tempdir().unwrap();
     let masters = dir.path().join("masters-acl");
-    offload_tests::run_ok(
-        offload_tests::offload("offload-master")
-            .args(["key", "authorize", "--acl"])
-            .arg(&masters),
-        &std::fs::read(host.etc().join("signing-key.pub")).unwrap(),
-    );
+    offload_tests::authorize_key(&masters, &host.etc().join("signing-key.pub"));
     for (i, name) in ["bench1", "bench2", "bench3"].into_iter().enumerate() {
         let (mut cmd, keys) = lan_agent(&lan, i + 1, name, &masters, dir.path());
         cmd.args(["--systems", &offload_tests::current_system()])

@@ -10,16 +10,15 @@
 //! per derivation and as a ratio (ours ÷ Nix's; target ≤ 0.2). Also the
 //! bytes that crossed the master's interface per derivation.
 
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use offload_tests::agents::lan_agent;
+use offload_tests::bin;
 use offload_tests::guix_host::dag30;
 use offload_tests::lan::Lan;
 use offload_tests::nixd::IsolatedNix;
 use offload_tests::sshd::{PORT, Sshd};
-use offload_tests::{bin, run_ok};
 
 /// Bytes received and sent by host `i`'s interface.
 fn wire_bytes(lan: &Lan, i: usize) -> u64 {
@@ -78,15 +77,6 @@ fn realise(
     took
 }
 
-fn authorize(acl: &Path, public: &Path) {
-    run_ok(
-        offload_tests::offload("offload-master")
-            .args(["key", "authorize", "--acl"])
-            .arg(acl),
-        &std::fs::read(public).unwrap(),
-    );
-}
-
 #[allow(clippy::print_stdout)]
 fn main() {
     assert!(
@@ -120,14 +110,9 @@ fn main() {
 
     // Our side: keys, agents on hosts 1-3, serve on host 0.
     let etc = d.join("etc");
-    run_ok(
-        offload_tests::offload("offload-master")
-            .args(["key", "generate", "--dir"])
-            .arg(&etc),
-        b"",
-    );
+    offload_tests::generate_key(&etc);
     let masters = d.join("masters-acl");
-    authorize(&masters, &etc.join("signing-key.pub"));
+    offload_tests::authorize_key(&masters, &etc.join("signing-key.pub"));
     let mut builders = Vec::new();
     for i in 1..=3 {
         let name = format!("bench{i}");
@@ -144,7 +129,7 @@ fn main() {
         if i == 2 {
             cmd.args(["--features", "big"]);
         }
-        authorize(&etc.join("acl"), &keys.join("signing-key.pub"));
+        offload_tests::authorize_key(&etc.join("acl"), &keys.join("signing-key.pub"));
         lan.spawn(cmd);
         // Nix's side on the same host: its own store seen at the master's
         // store path by every SSH session, and a nix-daemon it runs.

@@ -314,12 +314,7 @@ pub fn lan_agent(
 ) -> (std::process::Command, PathBuf) {
     let dir = work.join(name);
     let keys = dir.join("keys");
-    crate::run_ok(
-        crate::offload("offload-master")
-            .args(["key", "generate", "--dir"])
-            .arg(&keys),
-        b"",
-    );
+    crate::generate_key(&keys);
     let mut cmd = lan.command(host, crate::bin("offload-agent"));
     cmd.env("RUST_LOG", "warn")
         .args(["run", "--name", name, "--key"])

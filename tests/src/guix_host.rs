@@ -83,12 +83,7 @@ impl GuixHost {
             std::fs::create_dir_all(d.join(sub)).expect("mkdir");
         }
         Db::open_or_create(&d.join("var/db")).expect("create the database");
-        crate::run_ok(
-            crate::offload("offload-master")
-                .args(["key", "generate", "--dir"])
-                .arg(d.join("etc")),
-            b"",
-        );
+        crate::generate_key(&d.join("etc"));
         let key = Arc::new(
             offload_files::key_file::load_secret(&d.join("etc/signing-key.sec")).expect("key"),
         );
@@ -158,12 +153,7 @@ impl GuixHost {
     /// Trust `keys` (the agents' public keys): the host's ACL.
     pub fn authorize(&self, keys: &[&Path]) {
         for k in keys {
-            crate::run_ok(
-                crate::offload("offload-master")
-                    .args(["key", "authorize", "--acl"])
-                    .arg(self.etc().join("acl")),
-                &std::fs::read(k).expect("public key"),
-            );
+            crate::authorize_key(&self.etc().join("acl"), k);
         }
     }
 

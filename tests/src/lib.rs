@@ -17,6 +17,27 @@ use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+/// `offload-master key generate --dir DIR`: a Guix key pair in `dir`.
+pub fn generate_key(dir: &Path) {
+    run_ok(
+        offload("offload-master")
+            .args(["key", "generate", "--dir"])
+            .arg(dir),
+        b"",
+    );
+}
+
+/// `offload-master key authorize --acl ACL < PUBLIC`.
+pub fn authorize_key(acl: &Path, public: &Path) {
+    let key = std::fs::read(public).unwrap_or_else(|e| panic!("reading {}: {e}", public.display()));
+    run_ok(
+        offload("offload-master")
+            .args(["key", "authorize", "--acl"])
+            .arg(acl),
+        &key,
+    );
+}
+
 /// Path of a binary built from this workspace (`offload-master`, `offload-agent`).
 ///
 /// Integration tests in this crate run the real binaries. `tests/run` builds

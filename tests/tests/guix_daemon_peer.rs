@@ -21,9 +21,9 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use offload_tests::agents::lan_agent;
+use offload_tests::bin;
 use offload_tests::guix_host::GuixHost;
 use offload_tests::lan::Lan;
-use offload_tests::{bin, run_ok};
 
 /// The peer, built once into `target/guix-peer`.
 fn peer() -> PathBuf {
@@ -88,12 +88,7 @@ fn the_real_guix_daemon_offloads_a_dag_through_our_hook_to_two_agents() {
     }
     let work = tempfile::tempdir().unwrap();
     let masters = work.path().join("masters-acl");
-    run_ok(
-        offload_tests::offload("offload-master")
-            .args(["key", "authorize", "--acl"])
-            .arg(&masters),
-        &std::fs::read(host.etc().join("signing-key.pub")).unwrap(),
-    );
+    offload_tests::authorize_key(&masters, &host.etc().join("signing-key.pub"));
     let mut agents = Vec::new();
     for (i, name) in ["peer-a", "peer-b"].into_iter().enumerate() {
         let (mut cmd, keys) = lan_agent(&lan, i + 1, name, &masters, work.path());

@@ -9,9 +9,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use offload_tests::agents::{Drvs, lan_agent, runtime};
+use offload_tests::bin;
 use offload_tests::guix_host::GuixHost;
 use offload_tests::lan::Lan;
-use offload_tests::{bin, run_ok};
 use serde_json::Value;
 
 /// A daemon host (LAN host 0) and agents on hosts 1…: each agent is
@@ -30,12 +30,7 @@ impl Farm {
         let host = GuixHost::new(&lan, 0);
         let work = tempfile::tempdir().expect("tempdir");
         let masters = work.path().join("masters-acl");
-        run_ok(
-            offload_tests::offload("offload-master")
-                .args(["key", "authorize", "--acl"])
-                .arg(&masters),
-            &std::fs::read(host.etc().join("signing-key.pub")).expect("host key"),
-        );
+        offload_tests::authorize_key(&masters, &host.etc().join("signing-key.pub"));
         let mut started = Vec::new();
         for (i, (name, flags)) in agents.iter().enumerate() {
             let (mut cmd, keys) = lan_agent(&lan, i + 1, name, &masters, work.path());

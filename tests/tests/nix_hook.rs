@@ -12,9 +12,9 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use offload_tests::agents::{lan_agent, wait_for};
+use offload_tests::bin;
 use offload_tests::lan::Lan;
 use offload_tests::nixd::IsolatedNix;
-use offload_tests::{bin, run_ok};
 
 const DAG: &str = r#"
 let
@@ -31,13 +31,54 @@ let
 in sh "nh-top" "/bin/cat ${a} ${b} ${two.lib} > $out; echo ${two} >> $out" {}
 "#;
 
-fn authorize(acl: &Path, public: &Path) {
-    run_ok(
-        offload_tests::offload("offload-master")
-            .args(["key", "authorize", "--acl"])
-            .arg(acl),
-        &std::fs::read(public).unwrap(),
+/// The daemon host's side: a Nix store, a work directory, its key in
+/// `etc`, and the ACL of masters (holding that key) the agents get.
+struct Master {
+    nix: IsolatedNix,
+    work: tempfile::TempDir,
+    etc: std::path::PathBuf,
+    masters: std::path::PathBuf,
+}
+
+fn master() -> Master {
+    let nix = IsolatedNix::new();
+    let work = tempfile::tempdir().unwrap();
+    let etc = work.path().join("etc");
+    offload_tests::generate_key(&etc);
+    let masters = work.path().join("masters-acl");
+    offload_tests::authorize_key(&masters, &etc.join("signing-key.pub"));
+    Master {
+        nix,
+        work,
+        etc,
+        masters,
+    }
+}
+
+/// `nix-build` of the 30-derivation DAG through the daemon and our hook;
+/// the 30 output paths.
+fn build_dag30(
+    lan: &Lan,
+    nix: &IsolatedNix,
+    work: &Path,
+    etc: &Path,
+    socket: &Path,
+) -> Vec<String> {
+    let out = nix_build(
+        lan,
+        nix,
+        work,
+        etc,
+        socket,
+        "",
+        &offload_tests::guix_host::dag30(""),
     );
+    let outputs: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(outputs.len(), 30);
+    outputs
 }
 
 /// nix-daemon on host 0 of `lan` with our hook as `build-hook`,
@@ -125,24 +166,19 @@ fn agent_has(work: &Path, name: &str, path: &str) -> bool {
 #[test]
 fn nix_build_through_our_hook_builds_everything_on_discovered_agents() {
     let lan = Lan::new(3);
-    let nix = IsolatedNix::new();
-    let work = tempfile::tempdir().unwrap();
-    let etc = work.path().join("etc");
-    run_ok(
-        offload_tests::offload("offload-master")
-            .args(["key", "generate", "--dir"])
-            .arg(&etc),
-        b"",
-    );
-    let masters = work.path().join("masters-acl");
-    authorize(&masters, &etc.join("signing-key.pub"));
+    let Master {
+        nix,
+        work,
+        etc,
+        masters,
+    } = master();
     let store_dir = nix.store_dir().display().to_string();
     let mut agents = Vec::new();
     for (i, name) in ["nix-a1", "nix-a2"].into_iter().enumerate() {
         let (mut cmd, keys) = lan_agent(&lan, i + 1, name, &masters, work.path());
         cmd.args(["--systems", &offload_tests::current_system()])
             .args(["--store-dir", &store_dir, "--update-secs", "0.5"]);
-        authorize(&etc.join("acl"), &keys.join("signing-key.pub"));
+        offload_tests::authorize_key(&etc.join("acl"), &keys.join("signing-key.pub"));
         agents.push(name);
         lan.spawn(cmd);
     }
@@ -171,17 +207,12 @@ fn nix_build_through_our_hook_builds_everything_on_discovered_agents() {
 #[test]
 fn machines_of_the_builders_setting_are_used_with_their_mandatory_features() {
     let lan = Lan::new(3);
-    let nix = IsolatedNix::new();
-    let work = tempfile::tempdir().unwrap();
-    let etc = work.path().join("etc");
-    run_ok(
-        offload_tests::offload("offload-master")
-            .args(["key", "generate", "--dir"])
-            .arg(&etc),
-        b"",
-    );
-    let masters = work.path().join("masters-acl");
-    authorize(&masters, &etc.join("signing-key.pub"));
+    let Master {
+        nix,
+        work,
+        etc,
+        masters,
+    } = master();
     let store_dir = nix.store_dir().display().to_string();
     let system = offload_tests::current_system();
     // nix-a1 is discovered; nix-big advertises nothing: only the builders
@@ -193,7 +224,7 @@ fn machines_of_the_builders_setting_are_used_with_their_mandatory_features() {
         if name == "nix-big" {
             cmd.args(["--features", "big", "--no-advertise"]);
         }
-        authorize(&etc.join("acl"), &keys.join("signing-key.pub"));
+        offload_tests::authorize_key(&etc.join("acl"), &keys.join("signing-key.pub"));
         lan.spawn(cmd);
     }
     let big_host = lan.hosts()[2].ip;
@@ -240,12 +271,7 @@ fn a_nix_machine_without_an_agent_is_used_through_its_daemon_over_ssh() {
     let remote = IsolatedNix::new();
     let work = tempfile::tempdir().unwrap();
     let etc = work.path().join("etc");
-    run_ok(
-        offload_tests::offload("offload-master")
-            .args(["key", "generate", "--dir"])
-            .arg(&etc),
-        b"",
-    );
+    offload_tests::generate_key(&etc);
     // Host 1 has sshd and Nix, no agent. Its sessions see its own store
     // at the master's store path (a bind mount in sshd's namespace), as a
     // second machine would.
@@ -321,17 +347,12 @@ derivation {
 #[test]
 fn nix_build_of_a_30_derivation_dag_runs_entirely_on_three_agents() {
     let lan = Lan::new(4);
-    let nix = IsolatedNix::new();
-    let work = tempfile::tempdir().unwrap();
-    let etc = work.path().join("etc");
-    run_ok(
-        offload_tests::offload("offload-master")
-            .args(["key", "generate", "--dir"])
-            .arg(&etc),
-        b"",
-    );
-    let masters = work.path().join("masters-acl");
-    authorize(&masters, &etc.join("signing-key.pub"));
+    let Master {
+        nix,
+        work,
+        etc,
+        masters,
+    } = master();
     let store_dir = nix.store_dir().display().to_string();
     let names = ["dag-a1", "dag-a2", "dag-a3"];
     for (i, name) in names.into_iter().enumerate() {
@@ -342,7 +363,7 @@ fn nix_build_of_a_30_derivation_dag_runs_entirely_on_three_agents() {
         if i == 1 {
             cmd.args(["--features", "big"]);
         }
-        authorize(&etc.join("acl"), &keys.join("signing-key.pub"));
+        offload_tests::authorize_key(&etc.join("acl"), &keys.join("signing-key.pub"));
         lan.spawn(cmd);
     }
     let socket = work.path().join("master.sock");
@@ -351,20 +372,7 @@ fn nix_build_of_a_30_derivation_dag_runs_entirely_on_three_agents() {
         offload_tests::agents::wait_linked(&socket, 3),
         "serve did not link to the agents"
     );
-    let out = nix_build(
-        &lan,
-        &nix,
-        work.path(),
-        &etc,
-        &socket,
-        "",
-        &offload_tests::guix_host::dag30(""),
-    );
-    let outputs: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_owned)
-        .collect();
-    assert_eq!(outputs.len(), 30);
+    let outputs = build_dag30(&lan, &nix, work.path(), &etc, &socket);
     let mut used = std::collections::BTreeSet::new();
     for o in &outputs {
         let on: Vec<&str> = names
@@ -397,12 +405,7 @@ fn agent_on_nix_daemon(
     let own = IsolatedNix::new();
     std::fs::create_dir_all(own.store_dir()).unwrap();
     let keys = work.join(name).join("keys");
-    run_ok(
-        offload_tests::offload("offload-master")
-            .args(["key", "generate", "--dir"])
-            .arg(&keys),
-        b"",
-    );
+    offload_tests::generate_key(&keys);
     let mut script = format!(
         "set -e\nmount --bind '{}' '{}'\n",
         own.store_dir().display(),
@@ -468,18 +471,13 @@ fn agent_on_nix_daemon(
 #[test]
 fn agents_on_their_own_nix_daemons_build_the_30_derivation_dag() {
     let lan = Lan::new(4);
-    let nix = IsolatedNix::new();
+    let Master {
+        nix,
+        work,
+        etc,
+        masters,
+    } = master();
     std::fs::create_dir_all(nix.store_dir()).unwrap();
-    let work = tempfile::tempdir().unwrap();
-    let etc = work.path().join("etc");
-    run_ok(
-        offload_tests::offload("offload-master")
-            .args(["key", "generate", "--dir"])
-            .arg(&etc),
-        b"",
-    );
-    let masters = work.path().join("masters-acl");
-    authorize(&masters, &etc.join("signing-key.pub"));
     let mut stores = Vec::new();
     for i in 1..=3 {
         let features = if i == 2 { "--features big" } else { "" };
@@ -492,7 +490,7 @@ fn agents_on_their_own_nix_daemons_build_the_30_derivation_dag() {
             &nix.store_dir(),
             features,
         );
-        authorize(&etc.join("acl"), &keys.join("signing-key.pub"));
+        offload_tests::authorize_key(&etc.join("acl"), &keys.join("signing-key.pub"));
         stores.push(own);
     }
     let socket = work.path().join("master.sock");
@@ -501,20 +499,7 @@ fn agents_on_their_own_nix_daemons_build_the_30_derivation_dag() {
         offload_tests::agents::wait_linked(&socket, 3),
         "serve did not link to the agents"
     );
-    let out = nix_build(
-        &lan,
-        &nix,
-        work.path(),
-        &etc,
-        &socket,
-        "",
-        &offload_tests::guix_host::dag30(""),
-    );
-    let outputs: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_owned)
-        .collect();
-    assert_eq!(outputs.len(), 30);
+    let outputs = build_dag30(&lan, &nix, work.path(), &etc, &socket);
     let mut used = std::collections::BTreeSet::new();
     for o in &outputs {
         let p = offload_core::store_path::StorePath::parse(o).unwrap();

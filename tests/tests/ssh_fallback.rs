@@ -44,12 +44,7 @@ fn setup(host_key: Option<&str>) -> Setup {
     let mut host = GuixHost::new(&lan, 0);
     let work = tempfile::tempdir().unwrap();
     let masters = work.path().join("masters-acl");
-    run_ok(
-        offload_tests::offload("offload-master")
-            .args(["key", "authorize", "--acl"])
-            .arg(&masters),
-        &std::fs::read(host.etc().join("signing-key.pub")).unwrap(),
-    );
+    offload_tests::authorize_key(&masters, &host.etc().join("signing-key.pub"));
     let system = offload_tests::current_system();
     let (mut agent, keys) = lan_agent(&lan, 1, "ssh-only", &masters, work.path());
     agent.args(["--systems", &system, "--no-advertise"]);
