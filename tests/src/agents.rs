@@ -175,10 +175,7 @@ impl TestAgent {
 
     /// Whether `path` is a valid item of the agent's store.
     pub fn has(&self, path: &str) -> bool {
-        let db =
-            offload_store::db::Db::open(&self.store_root().join("var/db/db.sqlite")).expect("db");
-        db.is_valid(&StorePath::parse(path).expect("path"))
-            .expect("query")
+        store_has(&self.store_root(), path)
     }
 
     /// Stop serving: close every connection.
@@ -365,4 +362,13 @@ pub fn wait_linked(socket: &std::path::Path, n: usize) -> bool {
             .and_then(|v| v.as_array().cloned())
             .is_some_and(|m| m.len() == n && m.iter().all(|m| m["health"] == "ok"))
     })
+}
+
+/// Whether the embedded store at `root` holds `path` (read beside the
+/// agent that runs on it).
+pub fn store_has(root: &std::path::Path, path: &str) -> bool {
+    let db =
+        offload_store::db::Db::open(&root.join("var/db/db.sqlite")).expect("embedded store db");
+    db.is_valid(&StorePath::parse(path).expect("store path"))
+        .expect("query")
 }

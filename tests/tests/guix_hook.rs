@@ -82,13 +82,6 @@ impl Farm {
     }
 }
 
-/// Whether the embedded store at `root` holds `path`.
-fn agent_has(root: &Path, path: &str) -> bool {
-    let db = offload_store::db::Db::open(&root.join("var/db/db.sqlite")).expect("agent db");
-    db.is_valid(&offload_core::store_path::StorePath::parse(path).expect("path"))
-        .expect("query")
-}
-
 /// Put `drvs`' closures into the daemon host's store, as `guix build`
 /// would have written them.
 fn seed(rt: &tokio::runtime::Runtime, host: &GuixHost, drvs: &Drvs, roots: &[&str]) {
@@ -111,7 +104,10 @@ fn one_derivation_goes_to_a_discovered_agent_and_its_output_comes_home() {
     let end = rt.block_on(farm.host.offload(&drv, &[], Duration::from_secs(30)));
     assert_eq!(end.code(), Some(0), "{end:#?}");
     assert!(farm.host.has(&out), "{out} not registered: {end:#?}");
-    assert!(agent_has(&farm.agent_store("agent1"), &out));
+    assert!(offload_tests::agents::store_has(
+        &farm.agent_store("agent1"),
+        &out
+    ));
     let log = String::from_utf8_lossy(&end.log);
     assert!(log.contains("building hello"), "log: {log:?}");
     let chatter = end.chatter.join("\n");
@@ -156,7 +152,7 @@ fn a_dag_of_30_derivations_is_built_entirely_on_three_discovered_agents() {
             .agents
             .iter()
             .map(|(n, _)| n.as_str())
-            .filter(|n| agent_has(&farm.agent_store(n), &out))
+            .filter(|n| offload_tests::agents::store_has(&farm.agent_store(n), &out))
             .collect();
         assert!(!builders.is_empty(), "{out} on no agent");
         let remote = end

@@ -158,9 +158,7 @@ fn nix_build_with(
 
 /// Whether the agent `name`'s embedded store (under `work`) holds `path`.
 fn agent_has(work: &Path, name: &str, path: &str) -> bool {
-    let db = offload_store::db::Db::open(&work.join(name).join("store/var/db/db.sqlite")).unwrap();
-    db.is_valid(&offload_core::store_path::StorePath::parse(path).unwrap())
-        .unwrap()
+    offload_tests::agents::store_has(&work.join(name).join("store"), path)
 }
 
 #[test]
@@ -192,13 +190,7 @@ fn nix_build_through_our_hook_builds_everything_on_discovered_agents() {
     assert!(text.contains("base") && text.contains("lib"), "{text}");
     nix.assert_verify_clean();
     // Built remotely: the top output is in an agent's store.
-    let remote = agents.iter().any(|name| {
-        let db =
-            offload_store::db::Db::open(&work.path().join(name).join("store/var/db/db.sqlite"))
-                .unwrap();
-        db.is_valid(&offload_core::store_path::StorePath::parse(&top).unwrap())
-            .unwrap()
-    });
+    let remote = agents.iter().any(|name| agent_has(work.path(), name, &top));
     assert!(remote, "{top} was not built on an agent");
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(log.contains("offloading"), "{log}");
